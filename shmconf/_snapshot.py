@@ -1,0 +1,122 @@
+"""Pure functions on config snapshots: canonical form, digest, diff, secrets.
+
+Shared by the publisher, the history and the CLI; no I/O, no shared memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+
+#: A diff listing more changed paths than this is cut, so the slot's meta
+#: and the log line stay small for a config rewritten from scratch.
+MAX_CHANGED_PATHS: Final = 100
+#: Key names that look secret when no model says which fields are secret.
+SECRET_WORDS: Final = ("password", "passwd", "secret", "token", "key", "credential", "private")
+REDACTED: Final = "**********"
+
+
+def canonical(data: Mapping[str, Any]) -> bytes:
+    """The one byte form of a config: orjson with sorted keys.
+
+    Two sources that merge to the same config give the same bytes, so the
+    digest of this is what tells "changed" from "rewritten".
+    """
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+
+def digest(payload: bytes) -> str:
+    """Hex SHA-256 of a canonical payload."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+def changed_paths(old: Any, new: Any, limit: int = MAX_CHANGED_PATHS) -> list[str]:
+    """Dotted paths whose values differ between two configs, sorted.
+
+    Mappings are compared key by key; anything else (lists included) is a
+    leaf. Past ``limit`` paths the list ends with ``"..."``.
+    """
+    found: list[str] = []
+    for path in _diff(old, new, ()):
+        if len(found) == limit:
+            found.append("...")
+            break
+        found.append(".".join(path) or "(root)")
+    return sorted(found)
+
+
+def _diff(old: Any, new: Any, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new), key=str):
+            if key not in old or key not in new:
+                yield (*path, str(key))
+            else:
+                yield from _diff(old[key], new[key], (*path, str(key)))
+    elif old != new or type(old) is not type(new):
+        yield path
+
+
+def value_at_path(data: Any, path: Sequence[str]) -> Any:
+    """The value at a dotted path of plain data; ``KeyError`` naming the path if absent."""
+    node = data
+    for depth, part in enumerate(path):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise KeyError(".".join(path[: depth + 1]))
+    return node
+
+
+def secret_paths(instance: Any) -> list[str]:
+    """Dotted paths of the ``SecretStr``/``SecretBytes`` values in a validated model.
+
+    List items are named by index. The publisher stores these with each
+    generation so that tools without the model still redact them.
+    """
+    from pydantic import BaseModel, SecretBytes, SecretStr
+
+    found: list[str] = []
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, (SecretStr, SecretBytes)):
+            found.append(".".join(path))
+        elif isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                walk(getattr(node, name, None), (*path, name))
+        elif isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(value, (*path, str(key)))
+        elif isinstance(node, (list, tuple)):
+            for index, value in enumerate(node):
+                walk(value, (*path, str(index)))
+
+    walk(instance, ())
+    return found
+
+
+def looks_secret(key: str) -> bool:
+    """Whether a key name suggests a secret (used when there is no model)."""
+    lowered = key.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
+def redact(data: Any, secret: Sequence[str] = (), path: tuple[str, ...] = ()) -> Any:
+    """A copy of plain config data with secrets replaced by ``REDACTED``.
+
+    A value is secret when its dotted path is in ``secret`` (from the model)
+    or its key looks secret (``looks_secret``). Everything under a secret
+    key is hidden, whatever its type.
+    """
+    dotted = ".".join(path)
+    if path and (dotted in secret or looks_secret(path[-1])):
+        return REDACTED
+    if isinstance(data, Mapping):
+        return {k: redact(v, secret, (*path, str(k))) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact(v, secret, (*path, str(i))) for i, v in enumerate(data)]
+    return data

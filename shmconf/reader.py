@@ -1,0 +1,572 @@
+"""The read side: a seqlock read of the published slot, cached once per process.
+
+``Reader.get()`` on an unchanged config is one aligned 8-byte load from the
+anchor, a compare with the cached generation and the return of the cached
+object: no lock, no syscall, no copy. Only a new generation takes the slow
+path, once per process (``docs/design.md`` numbers the same steps)::
+
+    R1  g = anchor.generation                      pairs with the writer's W4
+    R2  serial = anchor.data_serial; map that data segment if it is new
+                                                   pairs with the writer's G3
+    R3  copy slot[g % 2]'s header; its seq must be even, its generation g,
+        its lengths within the slot                pairs with W1 and W3
+    R4  copy meta and payload out of the slot
+    R5  load seq again; it must equal R3's         pairs with W1 of a later writer
+    R6  crc32 of what was copied must match the checksum
+    R7  parse (orjson), validate (the model), cache, record g in the reader table
+
+Any failed check goes back to R1, a bounded number of times. Python has no
+load barriers, so on a weakly ordered CPU R4 may observe stores that R3 and
+R5 did not; R6 is what rejects such a copy. A copy that passes R3-R6 is one
+the writer finished, of generation ``g``: never torn, never older than ``g``.
+
+Readers never unlink and never register with the resource tracker; closing
+or exiting leaves the segment to the publisher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any, Final, Generic, TypeVar, overload
+
+import orjson
+
+from shmconf import _layout as L
+from shmconf import _table, segment
+from shmconf._errors import (
+    AttachTimeout,
+    ConfigValidationError,
+    SegmentError,
+    validation_problems,
+)
+
+log = logging.getLogger("shmconf.reader")
+
+T = TypeVar("T")
+M = TypeVar("M")
+
+#: A frozen mapping; what ``get()`` returns when there is no model.
+ConfigMapping = Mapping[str, Any]
+#: ``callback(old, new)`` with the values at the watched path.
+ChangeCallback = Callable[[Any, Any], object]
+
+#: Slow-path attempts before a generation is declared unreadable. A writer
+#: needs microseconds per slot, so a healthy segment never comes close.
+_MAX_ATTEMPTS: Final = 200
+#: Longest pause between two attempts, in seconds.
+_MAX_BACKOFF_S: Final = 0.002
+#: How often a reader whose anchor was unlinked looks for a new one.
+_RETIRED_RECHECK_S: Final = 0.5
+
+_MISSING: Final = object()
+
+assert L.A_GENERATION == 2
+
+#: The snapshot pinned by ``Reader.pinned()`` in this context (thread, task).
+pinned_snapshot: ContextVar[object] = ContextVar("shmconf_pinned", default=_MISSING)
+
+
+class _Unreadable(Exception):
+    """The slot failed its checks on every attempt."""
+
+
+class Reader(Generic[T]):
+    """A process's handle on a published config. Create with :func:`attach`.
+
+    Thread-safe: ``get()`` may be called from any number of threads; the slow
+    path takes a lock, the fast path takes none.
+    """
+
+    # Every attribute the fast path touches is a slot: an attribute load from
+    # a slot is cheaper than from an instance dict.
+    __slots__ = (
+        "__weakref__",
+        "_anchor",
+        "_bad_generation",
+        "_callbacks",
+        "_capacity",
+        "_data",
+        "_entry",
+        "_gen",
+        "_lock",
+        "_meta",
+        "_model",
+        "_pid",
+        "_published_ns",
+        "_retired_check_at",
+        "_serial",
+        "_snapshot",
+        "_stride",
+        "_trusted_uids",
+        "_words",
+        "name",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        anchor: segment.SharedBlock,
+        model: Callable[[Any], T] | None,
+        trusted_uids: frozenset[int] | None,
+    ) -> None:
+        self.name = name
+        self._anchor: segment.SharedBlock | None = anchor
+        self._words: memoryview = anchor.words
+        self._model = model
+        self._trusted_uids = trusted_uids
+        self._lock = threading.Lock()
+        self._gen: int = -1
+        self._bad_generation: int = -1
+        self._snapshot: T = None  # type: ignore[assignment]  # set by the first refresh
+        self._meta: dict[str, Any] = {}
+        self._published_ns = 0
+        self._data: segment.SharedBlock | None = None
+        self._serial = 0
+        self._capacity = 0
+        self._stride = 0
+        self._callbacks: list[tuple[ChangeCallback, tuple[str, ...] | None]] = []
+        self._retired_check_at = 0.0
+        self._pid = os.getpid()
+        self._entry: int | None = None
+        _live_readers.add(self)
+
+    # -- the hot path ------------------------------------------------------------
+
+    def get(self) -> T:
+        """The current snapshot: a model instance, or a read-only mapping.
+
+        Costs one 8-byte load and a compare while the config is unchanged;
+        the first call after a publish copies, checks and parses it once.
+        """
+        # R1 on the fast path: an aligned word load, compared to the cache.
+        # The literal 2 is L.A_GENERATION (checked at import): a module
+        # attribute lookup here would cost every request.
+        if self._words[2] == self._gen:
+            return self._snapshot
+        return self._refresh()
+
+    @property
+    def generation(self) -> int:
+        """Generation of the snapshot ``get()`` returned last."""
+        return self._gen
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        """What the publisher recorded with that snapshot: digest, changed paths, sources."""
+        return MappingProxyType(self._meta)
+
+    @property
+    def published_at(self) -> float:
+        """``time.time()`` at which that snapshot was published."""
+        return self._published_ns / 1e9
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[T]:
+        """One snapshot for a whole unit of work (a request, a job).
+
+        Inside the block, ``shmconf.current()`` returns the same snapshot,
+        whatever is published meanwhile; the next block sees the new one.
+        """
+        snapshot = self.get()
+        token = pinned_snapshot.set(snapshot)
+        try:
+            yield snapshot
+        finally:
+            pinned_snapshot.reset(token)
+
+    def on_change(self, callback: ChangeCallback, path: str | None = None) -> ChangeCallback:
+        """Call ``callback(old, new)`` when a new generation changes ``path``.
+
+        ``path`` is dotted (``"database.pool"``); ``None`` watches the whole
+        config. The callback runs in this process, on the thread whose read
+        adopted the new generation, after the cache holds it (so ``get()``
+        inside the callback returns ``new``) and without any lock held. It runs
+        once per adopted generation that changes the value at ``path``; a
+        process that skips generations compares what it held with what it
+        adopts. An exception in a callback is logged and never breaks reads.
+        Returns ``callback``, so this works as a decorator factory too.
+        """
+        parts = tuple(path.split(".")) if path else None
+        self._callbacks.append((callback, parts))
+        return callback
+
+    def remove_callback(self, callback: ChangeCallback) -> None:
+        """Stop calling ``callback``."""
+        self._callbacks = [(cb, p) for cb, p in self._callbacks if cb is not callback]
+
+    def refresh(self) -> T:
+        """Adopt the newest generation now (callbacks included); same as ``get()``.
+
+        Useful in an idle process that wants its change callbacks to run
+        without waiting for the next ``get()``.
+        """
+        return self.get()
+
+    # -- the slow path -----------------------------------------------------------
+
+    def _refresh(self) -> T:
+        if self._anchor is None:
+            raise ValueError(f"reader of {self.name!r} is closed")
+        if self._words[L.A_GENERATION] == self._bad_generation:
+            return self._stale_or_recheck()
+        with self._lock:
+            generation = self._words[L.A_GENERATION]
+            if generation == self._gen:
+                return self._snapshot
+            old = self._snapshot
+            try:
+                self._adopt()
+            except _Unreadable:
+                self._bad_generation = generation
+                if self._gen < 0:
+                    raise SegmentError(
+                        segment.anchor_shm_name(self.name),
+                        f"generation {generation} fails its checks on every read; the segment "
+                        "is corrupted: restart the publisher or `shmconf unlink` it",
+                    ) from None
+                log.warning(
+                    "config %r: generation %d is unreadable (corrupted slot); still serving "
+                    "generation %d", self.name, generation, self._gen,
+                )
+                return self._snapshot
+            except ConfigValidationError as exc:
+                self._bad_generation = generation
+                if self._gen < 0:
+                    raise
+                log.error("config %r: %s; still serving generation %d", self.name, exc, self._gen)
+                return self._snapshot
+            new = self._snapshot
+            callbacks = self._callbacks if old is not None else []
+        for callback, parts in callbacks:
+            self._run_callback(callback, parts, old, new)
+        return new
+
+    def _adopt(self) -> None:
+        """R1-R7 under the lock: read the newest complete generation into the cache."""
+        if self._words[L.A_FLAGS] & L.FLAG_RETIRED:
+            self._follow_new_anchor()
+        generation, meta, payload, published_ns = self._read_slot()
+        snapshot = self._parse(payload)
+        if generation < self._gen:
+            # Only a segment recreated from scratch counts down; keep the newer one.
+            log.warning("config %r: generation went back from %d to %d; ignoring it",
+                        self.name, self._gen, generation)
+            raise _Unreadable
+        self._meta = orjson.loads(meta) if meta else {}
+        self._published_ns = published_ns
+        self._snapshot = snapshot  # first the object, then the generation the
+        self._gen = generation     # fast path compares: a thread never pairs them wrongly
+        self._record(generation)
+
+    def _read_slot(self) -> tuple[int, bytes, memoryview, int]:
+        words = self._words
+        for attempt in range(_MAX_ATTEMPTS):
+            if attempt:
+                _backoff(attempt)
+            generation = words[L.A_GENERATION]  # R1: pairs with W4
+            serial = words[L.A_DATA_SERIAL]  # R2: pairs with G3
+            if serial != self._serial and not self._map_data(serial):
+                continue
+            data = self._data
+            if data is None:
+                continue
+            offset = L.slot_offset(generation % 2, self._stride)
+            header = data.read(offset, offset + L.SLOT_HEADER_SIZE)  # R3
+            seq, checksum, meta_len, slot_gen, payload_len, published_ns = (
+                L.SLOT_HEADER.unpack_from(header)
+            )
+            if seq % 2 or slot_gen != generation or meta_len + payload_len > self._capacity:
+                continue
+            start = offset + L.SLOT_HEADER_SIZE
+            body = data.read(start, start + meta_len + payload_len)  # R4
+            if data.words[offset // 8] != seq:  # R5: pairs with a later writer's W1
+                continue
+            checked = zlib.crc32(header[L.SLOT_CHECKED_FROM :])
+            if zlib.crc32(body, checked) != checksum:  # R6: what catches a torn copy
+                continue
+            view = memoryview(body)
+            return generation, body[:meta_len], view[meta_len:], published_ns
+        raise _Unreadable
+
+    def _map_data(self, serial: int) -> bool:
+        try:
+            block, capacity, stride = segment.open_data(
+                self.name, serial, writable=False, trusted_uids=self._trusted_uids
+            )
+        except FileNotFoundError:
+            return False  # replaced again meanwhile: R1 finds the newer serial
+        except SegmentError as exc:
+            log.debug("config %r: data segment %d: %s", self.name, serial, exc)
+            return False
+        if self._data is not None:
+            self._data.close()
+        self._data, self._serial, self._capacity, self._stride = block, serial, capacity, stride
+        return True
+
+    def _parse(self, payload: memoryview) -> T:
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise _Unreadable from None
+        if self._model is None:
+            return _freeze(data)  # type: ignore[no-any-return]
+        try:
+            return self._model(data)
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            raise ConfigValidationError(self.name, validation_problems(exc)) from None
+
+    def _record(self, generation: int) -> None:
+        """R7's bookkeeping: publish this process's generation in the reader table."""
+        anchor = self._anchor
+        if anchor is None or not anchor.writable:
+            return
+        if self._entry is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._entry = _table.claim(anchor, self._pid, generation)
+        else:
+            _table.update(anchor, self._entry, generation)
+
+    def _follow_new_anchor(self) -> None:
+        """The anchor was unlinked; switch to a new one under the name if there is one."""
+        try:
+            anchor = segment.open_anchor(
+                self.name, writable=True, trusted_uids=self._trusted_uids
+            )
+        except (FileNotFoundError, PermissionError, segment.AnchorNotReady):
+            raise _Unreadable from None
+        old = self._anchor
+        if old is not None:
+            self._release_entry()
+            old.close()
+        self._anchor, self._words, self._entry = anchor, anchor.words, None
+        self._serial = 0
+        self._bad_generation = -1
+
+    def _stale_or_recheck(self) -> T:
+        """Serve the last good snapshot; now and then, retry an unlinked anchor."""
+        if self._words[L.A_FLAGS] & L.FLAG_RETIRED:
+            now = time.monotonic()
+            if now >= self._retired_check_at:
+                self._retired_check_at = now + _RETIRED_RECHECK_S
+                self._bad_generation = -1
+                return self._refresh()
+        return self._snapshot
+
+    def _run_callback(
+        self, callback: ChangeCallback, parts: tuple[str, ...] | None, old: Any, new: Any
+    ) -> None:
+        if parts is not None:
+            old, new = value_at(old, parts), value_at(new, parts)
+        if old == new:
+            return
+        try:
+            callback(None if old is _MISSING else old, None if new is _MISSING else new)
+        except Exception:
+            log.exception("config %r: change callback %r failed", self.name, callback)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def _release_entry(self) -> None:
+        anchor = self._anchor
+        if anchor is not None and self._entry is not None and self._pid == os.getpid():
+            with contextlib.suppress(OSError, ValueError):
+                _table.release(anchor, self._entry, self._pid)
+        self._entry = None
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock, and an own entry in the reader table."""
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._entry = None
+        if self._anchor is not None and self._gen >= 0:
+            with contextlib.suppress(OSError, ValueError):
+                self._record(self._gen)
+
+    def close(self) -> None:
+        """End this process's access. The segment stays for every other reader."""
+        self._release_entry()
+        self._words = _CLOSED_WORDS
+        self._gen = -1
+        for block in (self._data, self._anchor):
+            if block is not None:
+                block.close()
+        self._data = self._anchor = None
+        _live_readers.discard(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._anchor is None
+
+    def __enter__(self) -> Reader[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"generation {self._gen}"
+        return f"<shmconf.Reader {self.name!r} {state}>"
+
+
+#: Stands in for the anchor after close(): its generation word (0) never equals
+#: the -1 a closed reader caches, so get() reaches the "closed" error.
+_CLOSED_WORDS: Final = memoryview(bytearray(L.ANCHOR_HEADER_SIZE)).cast("Q")
+
+_live_readers: weakref.WeakSet[Reader[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for reader in list(_live_readers):
+        reader._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _backoff(attempt: int) -> None:
+    if attempt < 8:
+        os.sched_yield()
+    else:
+        time.sleep(min(_MAX_BACKOFF_S, 1e-5 * attempt))
+
+
+def _freeze(value: Any) -> Any:
+    """Deep read-only copy of parsed JSON: mappings become proxies, lists tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def value_at(obj: Any, parts: tuple[str, ...]) -> Any:
+    """The value at a dotted path in a mapping or a model; a sentinel when absent."""
+    for part in parts:
+        obj = obj.get(part, _MISSING) if isinstance(obj, Mapping) else getattr(obj, part, _MISSING)
+        if obj is _MISSING:
+            return _MISSING
+    return obj
+
+
+def _model_validator(model: type[Any] | None) -> Callable[[Any], Any] | None:
+    if model is None:
+        return None
+    validate = getattr(model, "model_validate", None)
+    if validate is None:
+        raise TypeError(f"model must be a pydantic model class, got {model!r}")
+    return validate  # type: ignore[no-any-return]
+
+
+def _trusted(trusted_owner: int | str | None) -> frozenset[int] | None:
+    if trusted_owner is None:
+        return None
+    if isinstance(trusted_owner, str):
+        import pwd
+
+        trusted_owner = pwd.getpwnam(trusted_owner).pw_uid
+    return frozenset({os.geteuid(), trusted_owner})
+
+
+@overload
+def attach(
+    name: str,
+    model: None = None,
+    *,
+    timeout: float = 5.0,
+    trusted_owner: int | str | None = None,
+) -> Reader[ConfigMapping]: ...
+
+
+@overload
+def attach(
+    name: str,
+    model: type[M],
+    *,
+    timeout: float = 5.0,
+    trusted_owner: int | str | None = None,
+) -> Reader[M]: ...
+
+
+def attach(
+    name: str,
+    model: type[Any] | None = None,
+    *,
+    timeout: float = 5.0,
+    trusted_owner: int | str | None = None,
+) -> Reader[Any]:
+    """Attach to the config published as ``name``; wait up to ``timeout`` seconds.
+
+    Waits for the segment to exist and for its first generation, then reads
+    it, so ``get()`` on the returned reader never waits.
+
+    Args:
+        name: the name given to the publisher.
+        model: a pydantic model class; ``get()`` returns instances of it.
+            Without one, ``get()`` returns a read-only mapping.
+        timeout: seconds to wait for the segment and its first generation.
+        trusted_owner: a user (uid or name) besides this one whose segments
+            may be trusted, for a publisher that runs as another user and
+            publishes with ``--group``.
+
+    Raises:
+        AttachTimeout: nothing was published in time.
+        SegmentError: the segment exists but is not usable (says why).
+        ConfigValidationError: the published config does not fit ``model``.
+    """
+    segment.validate_name(name)
+    validate = _model_validator(model)
+    trusted = _trusted(trusted_owner)
+    deadline = time.monotonic() + timeout
+    reason = "no segment"
+    pause = 0.002
+    reader: Reader[Any] | None = None
+    try:
+        while True:
+            if reader is None:
+                reader, reason = _open_reader(name, validate, trusted)
+            if reader is not None:
+                reason = "nothing published yet"
+                if reader._words[L.A_GENERATION] > 0:
+                    try:
+                        reader.get()
+                    except SegmentError:
+                        if time.monotonic() >= deadline:
+                            raise
+                    else:
+                        if reader.generation > 0:
+                            return reader
+                    reason = "the published generation is unreadable"
+            if time.monotonic() >= deadline:
+                raise AttachTimeout(name, timeout, reason)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+    except BaseException:
+        if reader is not None:
+            reader.close()
+        raise
+
+
+def _open_reader(
+    name: str, validate: Callable[[Any], Any] | None, trusted: frozenset[int] | None
+) -> tuple[Reader[Any] | None, str]:
+    try:
+        anchor = segment.open_anchor(name, writable=True, trusted_uids=trusted)
+    except FileNotFoundError:
+        return None, f"no segment {segment.anchor_shm_name(name)!r}"
+    except segment.AnchorNotReady:
+        return None, "segment being created"
+    except PermissionError as exc:
+        if isinstance(exc, SegmentError):
+            raise
+        # Shared with a group read-only: read, but stay out of the reader table.
+        anchor = segment.open_anchor(name, writable=False, trusted_uids=trusted)
+    return Reader(name, anchor, validate, trusted), ""

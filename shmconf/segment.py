@@ -1,0 +1,413 @@
+"""Shared-memory segments: create, attach, check, close, unlink.
+
+A segment is a POSIX shared-memory object mapped into this process. shmconf
+calls ``shm_open`` through ``_posixshmem``, the same primitive
+``multiprocessing.shared_memory.SharedMemory`` is built on, rather than that
+class, for three reasons:
+
+1. **No resource tracker.** ``SharedMemory`` registers every handle with
+   ``multiprocessing.resource_tracker`` before 3.13, and the tracker unlinks
+   whatever is still registered when a program exits: a worker that exits
+   would destroy the config of every other worker. shmconf never registers,
+   in readers or in the publisher (a config must outlive a publisher restart).
+2. **No SIGBUS on a full ``/dev/shm``.** ``SharedMemory`` sizes with
+   ``ftruncate``, which on tmpfs reserves nothing: the first write to a page
+   that cannot be backed kills the writer with SIGBUS. shmconf reserves the
+   pages with ``posix_fallocate`` and gets a clean ``ENOSPC`` instead.
+3. **Checks before trust.** Attaching checks the owner and the mode with
+   ``fstat`` and takes the size from ``fstat`` (never from the caller), so a
+   segment that another user planted, or whose header claims more than the
+   mapping holds, is refused before a byte of it is used.
+
+``close()`` ends this process's access to a segment; ``unlink()`` removes
+its name so that nobody else can attach. Readers only ever close.
+"""
+
+from __future__ import annotations
+
+import _posixshmem
+import contextlib
+import errno
+import logging
+import mmap
+import os
+import re
+import stat
+from typing import Final
+
+from shmconf import _layout as L
+from shmconf._errors import InvalidNameError, SegmentError, SegmentPermissionError
+
+log = logging.getLogger("shmconf.segment")
+
+#: A name becomes part of a shared-memory name and of file names, so it may not
+#: hold a slash (directory escape) or '@' (which separates the data serial).
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+#: Where Linux shows POSIX shared memory; used to find a name's data segments.
+SHM_DIR: Final = "/dev/shm"  # noqa: S108 - a system directory, not a temp file
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it can name a config, else raise :class:`InvalidNameError`."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise InvalidNameError(
+            str(name),
+            "use 1-100 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit",
+        )
+    if ".." in name:
+        raise InvalidNameError(name, "'..' is not allowed in a name")
+    return name
+
+
+def anchor_shm_name(name: str) -> str:
+    """Shared-memory name of the anchor of ``name``."""
+    return L.SHM_PREFIX + validate_name(name)
+
+
+def data_shm_name(name: str, serial: int) -> str:
+    """Shared-memory name of the data segment ``serial`` of ``name``."""
+    return f"{anchor_shm_name(name)}@{serial}"
+
+
+class SharedBlock:
+    """One mapped POSIX shared-memory object.
+
+    Use :meth:`create` or :meth:`open`. ``words`` views the mapping as
+    unsigned 64-bit integers, which is how the protocol's aligned words are
+    read and written.
+    """
+
+    # Class-level defaults make close() safe on an object whose constructor
+    # failed half way (as in CPython's SharedMemory).
+    _fd: int = -1
+    _mmap: mmap.mmap | None = None
+    _words: memoryview | None = None
+
+    def __init__(self, shm_name: str, fd: int, size: int, *, writable: bool) -> None:
+        self.shm_name = shm_name
+        self.size = size
+        self.writable = writable
+        self._fd = fd
+        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+        self._mmap = mmap.mmap(fd, size, access=access)
+        self._words = memoryview(self._mmap).cast("Q")
+
+    # -- constructors -------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, shm_name: str, size: int, *, mode: int = 0o600, gid: int | None = None
+    ) -> SharedBlock:
+        """Create a new object of ``size`` bytes, zero-filled, with exactly ``mode``.
+
+        ``gid`` hands the object to a group (with a mode that lets it in).
+
+        Fails with ``FileExistsError`` when the name exists. When sizing or
+        mapping fails, the half-made object is unlinked before the error
+        propagates, so that a failed create leaves nothing behind.
+        """
+        fd = _posixshmem.shm_open("/" + shm_name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=mode)
+        try:
+            # shm_open applied the umask; set the mode we were asked for.
+            os.fchmod(fd, mode)
+            if gid is not None:
+                os.fchown(fd, -1, gid)
+            _reserve(fd, size, shm_name)
+            return cls(shm_name, fd, size, writable=True)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                _posixshmem.shm_unlink("/" + shm_name)
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        shm_name: str,
+        *,
+        writable: bool,
+        min_size: int,
+        trusted_uids: frozenset[int] | None = None,
+    ) -> SharedBlock:
+        """Attach an existing object after checking who owns it and how big it is.
+
+        Raises ``FileNotFoundError`` when the name does not exist,
+        :class:`SegmentPermissionError` when another user owns it (and is not
+        in ``trusted_uids``) or anyone outside the owner and group may access
+        it, and :class:`SegmentError` when it is smaller than ``min_size``.
+        """
+        flags = os.O_RDWR if writable else os.O_RDONLY
+        # O_NOFOLLOW: on Linux shm names are files in /dev/shm, where any user
+        # may plant a symlink to a file of the victim's.
+        fd = _posixshmem.shm_open("/" + shm_name, flags | os.O_NOFOLLOW, mode=0o600)
+        try:
+            st = os.fstat(fd)
+            check_owner_and_mode(shm_name, st, trusted_uids)
+            size = st.st_size
+            if size < min_size or size % 8:
+                raise SegmentError(
+                    shm_name,
+                    f"size {size} does not fit the layout (at least {min_size}, a multiple "
+                    "of 8); it was not made by this shmconf version: `shmconf unlink` it",
+                )
+            return cls(shm_name, fd, size, writable=writable)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    # -- access -------------------------------------------------------------
+
+    @property
+    def words(self) -> memoryview:
+        """The mapping as u64 words; index ``offset // 8``."""
+        if self._words is None:
+            raise ValueError(f"segment {self.shm_name!r} is closed")
+        return self._words
+
+    def read(self, start: int, stop: int) -> bytes:
+        """Copy bytes ``[start, stop)`` out of the mapping."""
+        if self._mmap is None:
+            raise ValueError(f"segment {self.shm_name!r} is closed")
+        return self._mmap[start:stop]
+
+    def write(self, start: int, data: bytes) -> None:
+        """Copy ``data`` into the mapping at ``start``."""
+        if self._mmap is None:
+            raise ValueError(f"segment {self.shm_name!r} is closed")
+        self._mmap[start : start + len(data)] = data
+
+    def fileno(self) -> int:
+        """The shared-memory file descriptor (for ``fstat`` and byte-range locks)."""
+        if self._fd < 0:
+            raise ValueError(f"segment {self.shm_name!r} is closed")
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._mmap is None
+
+    def stat(self) -> os.stat_result:
+        return os.fstat(self._fd)
+
+    def close(self) -> None:
+        """End this process's access. The segment itself stays (see :meth:`unlink`)."""
+        if self._words is not None:
+            self._words.release()
+            self._words = None
+        if self._mmap is not None:
+            self._mmap.close()
+            self._mmap = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def unlink(self) -> None:
+        """Remove the name. Processes that have it mapped keep their mapping."""
+        unlink_shm(self.shm_name)
+
+    def __enter__(self) -> SharedBlock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.size} bytes"
+        return f"{type(self).__name__}({self.shm_name!r}, {state})"
+
+
+def check_owner_and_mode(
+    shm_name: str, st: os.stat_result, trusted_uids: frozenset[int] | None = None
+) -> None:
+    """Refuse a segment another user owns, or one that others may open."""
+    uids = trusted_uids if trusted_uids is not None else frozenset({os.geteuid()})
+    if st.st_uid not in uids:
+        raise SegmentPermissionError(
+            shm_name,
+            f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}); refusing to "
+            "trust it. Run the publisher as this user, or pass trusted_owner= to attach()",
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise SegmentPermissionError(shm_name, "is not a regular shared-memory object")
+    if st.st_mode & 0o007:
+        raise SegmentPermissionError(
+            shm_name,
+            f"mode {stat.S_IMODE(st.st_mode):04o} lets every user on the host access it; "
+            "`shmconf unlink` it and publish again (segments are 0600, or 0660 with --group)",
+        )
+
+
+def unlink_shm(shm_name: str) -> bool:
+    """Remove a shared-memory name; ``False`` when it was already gone."""
+    try:
+        _posixshmem.shm_unlink("/" + shm_name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def list_shm_names(name: str) -> list[str]:
+    """The anchor and data segment names of ``name`` that exist (Linux only).
+
+    Other systems have no directory of shared-memory names; there this
+    returns an empty list and leftovers of a crash must be removed by serial.
+    """
+    prefix = anchor_shm_name(name)
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    return sorted(e for e in entries if e == prefix or e.startswith(prefix + "@"))
+
+
+def _reserve(fd: int, size: int, shm_name: str) -> None:
+    """Give the object ``size`` bytes of real pages, or fail with a clear ENOSPC."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
+            # Not every shm file system can preallocate; size it the plain way.
+            os.ftruncate(fd, size)
+            return
+        if exc.errno == errno.ENOSPC:
+            raise SegmentError(
+                shm_name,
+                f"no space for {size} bytes in shared memory ({SHM_DIR} is full or too "
+                "small); free space or enlarge it (mount -o remount,size=... /dev/shm)",
+            ) from exc
+        raise
+
+
+# -- anchor and data segments ----------------------------------------------------
+
+
+def create_anchor(name: str, *, mode: int = 0o600, gid: int | None = None) -> SharedBlock:
+    """Create the anchor of ``name``, at generation 0 (nothing published).
+
+    The magic is written last: a reader that opens the anchor between its
+    creation and that store sees a zero magic and waits, rather than failing.
+    """
+    block = SharedBlock.create(anchor_shm_name(name), L.ANCHOR_SIZE, mode=mode, gid=gid)
+    block.write(L.ANCHOR_TABLE_AT, L.ANCHOR_TABLE.pack(L.ANCHOR_HEADER_SIZE, L.TABLE_ENTRIES))
+    block.write(0, L.ANCHOR_PREFIX.pack(L.ANCHOR_MAGIC, L.LAYOUT_VERSION, L.ANCHOR_HEADER_SIZE))
+    return block
+
+
+def open_anchor(
+    name: str, *, writable: bool, trusted_uids: frozenset[int] | None = None
+) -> SharedBlock:
+    """Attach the anchor of ``name`` and check its header.
+
+    Raises ``FileNotFoundError`` (no such name), :class:`AnchorNotReady`
+    (created an instant ago, header not written yet), or a
+    :class:`SegmentError` saying what is wrong with it.
+    """
+    block = SharedBlock.open(
+        anchor_shm_name(name),
+        writable=writable,
+        min_size=L.ANCHOR_HEADER_SIZE,
+        trusted_uids=trusted_uids,
+    )
+    try:
+        check_anchor(block)
+    except BaseException:
+        block.close()
+        raise
+    return block
+
+
+class AnchorNotReady(Exception):
+    """The anchor exists but its creator has not written its header yet."""
+
+
+def check_anchor(block: SharedBlock) -> None:
+    """Validate an anchor header against the layout and the mapping's bounds."""
+    magic, version, header_size = L.ANCHOR_PREFIX.unpack(block.read(0, L.ANCHOR_PREFIX.size))
+    if magic == b"\0" * 8:
+        raise AnchorNotReady(block.shm_name)
+    if magic != L.ANCHOR_MAGIC:
+        raise SegmentError(
+            block.shm_name,
+            f"bad magic {magic!r}: not a shmconf segment; another program uses this name",
+        )
+    if version != L.LAYOUT_VERSION:
+        raise SegmentError(
+            block.shm_name,
+            f"layout version {version}, this shmconf reads version {L.LAYOUT_VERSION}; "
+            "run the same shmconf version in the publisher and the workers",
+        )
+    offset, entries = L.ANCHOR_TABLE.unpack(
+        block.read(L.ANCHOR_TABLE_AT, L.ANCHOR_TABLE_AT + L.ANCHOR_TABLE.size)
+    )
+    end = offset + entries * L.TABLE_ENTRY_SIZE
+    if (
+        header_size != L.ANCHOR_HEADER_SIZE
+        or offset < L.ANCHOR_HEADER_SIZE
+        or offset % 8
+        or end > block.size
+    ):
+        raise SegmentError(
+            block.shm_name,
+            f"header bounds do not fit the mapping (header {header_size}, reader table "
+            f"{offset}+{entries}x{L.TABLE_ENTRY_SIZE}, mapping {block.size} bytes): the segment "
+            "is corrupted; `shmconf unlink` it and restart the publisher",
+        )
+
+
+def create_data(
+    name: str, serial: int, capacity: int, *, mode: int = 0o600, gid: int | None = None
+) -> SharedBlock:
+    """Create data segment ``serial`` of ``name`` with two empty slots of ``capacity``."""
+    block = SharedBlock.create(
+        data_shm_name(name, serial), L.data_segment_size(capacity), mode=mode, gid=gid
+    )
+    stride = L.SLOT_HEADER_SIZE + capacity
+    block.write(
+        0,
+        L.DATA_PREFIX.pack(
+            L.DATA_MAGIC, L.LAYOUT_VERSION, L.DATA_HEADER_SIZE, serial, capacity, stride
+        ),
+    )
+    return block
+
+
+def open_data(
+    name: str, serial: int, *, writable: bool, trusted_uids: frozenset[int] | None = None
+) -> tuple[SharedBlock, int, int]:
+    """Attach data segment ``serial``; returns ``(block, slot_capacity, slot_stride)``."""
+    block = SharedBlock.open(
+        data_shm_name(name, serial),
+        writable=writable,
+        min_size=L.DATA_HEADER_SIZE,
+        trusted_uids=trusted_uids,
+    )
+    try:
+        capacity, stride = check_data(block, serial)
+    except BaseException:
+        block.close()
+        raise
+    return block, capacity, stride
+
+
+def check_data(block: SharedBlock, serial: int) -> tuple[int, int]:
+    """Validate a data segment header; returns ``(slot_capacity, slot_stride)``."""
+    magic, version, header_size, found_serial, capacity, stride = L.DATA_PREFIX.unpack(
+        block.read(0, L.DATA_PREFIX.size)
+    )
+    if magic != L.DATA_MAGIC or version != L.LAYOUT_VERSION:
+        raise SegmentError(
+            block.shm_name, f"bad magic or version ({magic!r}, {version}): not a data segment"
+        )
+    if (
+        header_size != L.DATA_HEADER_SIZE
+        or found_serial != serial
+        or stride != L.SLOT_HEADER_SIZE + capacity
+        or stride % 8
+        or L.slot_offset(2, stride) > block.size
+    ):
+        raise SegmentError(
+            block.shm_name,
+            f"header bounds do not fit the mapping (serial {found_serial}, capacity "
+            f"{capacity}, mapping {block.size} bytes): the segment is corrupted",
+        )
+    return capacity, stride

@@ -1,0 +1,54 @@
+"""Shared fixtures: a private runtime directory and unique config names.
+
+Every segment and lock file a test makes is removed by these fixtures, also
+when the test fails; ``pytest_sessionfinish`` fails the run if any segment
+with the test prefix is still in ``/dev/shm``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shmconf import segment
+
+#: Every name a test creates starts with this, so leftovers are easy to find.
+TEST_PREFIX = "pytest-"
+
+
+@pytest.fixture(autouse=True)
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private runtime directory per test (locks and state go there)."""
+    path = tmp_path / "run"
+    monkeypatch.setenv("SHMCONF_RUNTIME_DIR", str(path))
+    return path
+
+
+def remove_segments(name: str) -> None:
+    for shm_name in segment.list_shm_names(name):
+        segment.unlink_shm(shm_name)
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    """A config name unique to this test; its segments are removed afterwards."""
+    value = f"{TEST_PREFIX}{uuid.uuid4().hex[:12]}"
+    yield value
+    remove_segments(value)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    try:
+        left = [e for e in os.listdir(segment.SHM_DIR) if e.startswith("shmconf." + TEST_PREFIX)]
+    except OSError:
+        return
+    for shm_name in left:
+        segment.unlink_shm(shm_name)
+    if left:
+        sys.stderr.write(f"\nsegments left behind by the tests (removed now): {left}\n")
+        session.exitstatus = 1

@@ -1,0 +1,1 @@
+"""Scripts the tests run as real processes (``python -m tests.procs.NAME``)."""

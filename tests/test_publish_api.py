@@ -1,0 +1,77 @@
+"""Publisher.publish(mapping): validation first, last good stays on error."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, SecretStr, field_validator
+
+import shmconf
+
+
+class Settings(BaseModel):
+    port: int
+    password: SecretStr
+    workers: int = 4
+
+    @field_validator("workers")
+    @classmethod
+    def positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+
+def test_invalid_mapping_names_field_path_and_publishes_nothing(name: str) -> None:
+    with shmconf.Publisher(name, model=Settings) as publisher:
+        assert publisher.publish({"port": 80, "password": "hunter2"}) == 1
+        with pytest.raises(shmconf.ConfigValidationError) as info:
+            publisher.publish({"port": "not a port", "password": "s3cret-value"})
+        message = str(info.value)
+        assert "port: Input should be a valid integer" in message
+        assert "s3cret-value" not in message
+        with pytest.raises(shmconf.ConfigValidationError, match="workers: Value error, must be"):
+            publisher.publish({"port": 80, "password": "x", "workers": 0})
+        assert publisher.generation == 1
+        reader = shmconf.attach(name, model=Settings)
+        try:
+            assert reader.get().port == 80
+            assert reader.get().password.get_secret_value() == "hunter2"
+            assert reader.meta["secrets"] == ["password"]
+        finally:
+            reader.close()
+        publisher.unlink()
+
+
+def test_unserializable_mapping_is_rejected(name: str) -> None:
+    with shmconf.Publisher(name) as publisher:
+        with pytest.raises(shmconf.ConfigValidationError, match="not JSON-serializable"):
+            publisher.publish({"when": object()})
+        assert publisher.generation == 0
+        publisher.unlink()
+
+
+def test_too_large_config_is_rejected(name: str) -> None:
+    with shmconf.Publisher(name, max_bytes=1000) as publisher:
+        publisher.publish({"v": 1})
+        with pytest.raises(shmconf.ConfigTooLargeError, match="above the limit of 1000"):
+            publisher.publish({"v": "x" * 2000})
+        assert publisher.generation == 1
+        publisher.unlink()
+
+
+def test_history_keeps_versions_and_rollback_publishes_old_content(name: str) -> None:
+    with shmconf.Publisher(name, history=3) as publisher:
+        for v in range(5):
+            publisher.publish({"v": v})
+        assert [v.generation for v in publisher.history.versions()] == [3, 4, 5]
+        generation = publisher.rollback(to=3)
+        assert generation == 6
+        reader = shmconf.attach(name)
+        try:
+            assert reader.get()["v"] == 2
+            assert reader.meta["origin"] == "rollback"
+        finally:
+            reader.close()
+        with pytest.raises(shmconf.ShmconfError, match="not in the history"):
+            publisher.rollback(to=1)
+        publisher.unlink()

@@ -1,0 +1,174 @@
+"""Reader behaviour in one process: cache, models, pinning, callbacks, close."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+import shmconf
+from shmconf import _table
+
+
+class Database(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    host: str
+    port: int = 5432
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    database: Database
+    debug: bool = False
+
+
+@pytest.fixture
+def publisher(name: str):  # type: ignore[no-untyped-def]
+    pub = shmconf.Publisher(name, model=Settings)
+    pub.publish({"database": {"host": "db1"}})
+    yield pub
+    pub.unlink()
+
+
+def test_get_returns_the_same_object_until_a_new_generation(name: str, publisher) -> None:
+    reader = shmconf.attach(name, model=Settings)
+    try:
+        first = reader.get()
+        assert isinstance(first, Settings)
+        assert reader.get() is first
+        assert reader.generation == 1
+        publisher.publish({"database": {"host": "db2"}})
+        second = reader.get()
+        assert second is not first
+        assert second.database.host == "db2"
+        assert reader.generation == 2
+        assert reader.meta["changed"] == ["database.host"]
+        assert reader.published_at > 0
+    finally:
+        reader.close()
+
+
+def test_without_model_snapshot_is_read_only(name: str, publisher) -> None:
+    reader = shmconf.attach(name)
+    try:
+        cfg = reader.get()
+        assert isinstance(cfg, Mapping)
+        assert cfg["database"]["host"] == "db1"
+        with pytest.raises(TypeError):
+            cfg["database"]["host"] = "evil"  # type: ignore[index]
+    finally:
+        reader.close()
+
+
+def test_pinned_keeps_one_snapshot_for_the_block(name: str, publisher) -> None:
+    reader = shmconf.attach(name, model=Settings)
+    shmconf.set_reader(reader)
+    try:
+        with reader.pinned() as cfg:
+            publisher.publish({"database": {"host": "db2"}})
+            assert shmconf.current() is cfg
+            assert cfg.database.host == "db1"
+        assert shmconf.current().database.host == "db2"
+    finally:
+        shmconf.set_reader(None)
+        reader.close()
+
+
+def test_current_without_integration_says_what_to_do() -> None:
+    with pytest.raises(shmconf.NotAttachedError, match="set_reader"):
+        shmconf.current()
+
+
+def test_on_change_fires_once_per_change_of_its_path(name: str, publisher) -> None:
+    reader = shmconf.attach(name, model=Settings)
+    calls: list[tuple[object, object]] = []
+    everything: list[int] = []
+    reader.on_change(lambda old, new: calls.append((old, new)), path="database.host")
+    reader.on_change(lambda old, new: everything.append(1))
+    try:
+        publisher.publish({"database": {"host": "db1"}, "debug": True})  # unrelated path
+        reader.get()
+        assert calls == []
+        publisher.publish({"database": {"host": "db2"}, "debug": True})
+        reader.get()
+        reader.get()
+        assert calls == [("db1", "db2")]
+        assert len(everything) == 2
+    finally:
+        reader.close()
+
+
+def test_callback_sees_new_snapshot_and_its_errors_do_not_break_reads(
+    name: str, publisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = shmconf.attach(name, model=Settings)
+    seen = []
+
+    def bad(old: object, new: object) -> None:
+        seen.append(reader.get().database.host)
+        raise RuntimeError("boom")
+
+    reader.on_change(bad, path="database")
+    try:
+        publisher.publish({"database": {"host": "db2"}})
+        with caplog.at_level(logging.ERROR, logger="shmconf.reader"):
+            assert reader.get().database.host == "db2"
+        assert seen == ["db2"]
+        assert "change callback" in caplog.text
+    finally:
+        reader.close()
+
+
+def test_model_mismatch_in_worker_keeps_last_good(name: str, publisher) -> None:
+    class Strict(BaseModel):
+        database: Database
+        required_new_field: int
+
+    with pytest.raises(shmconf.ConfigValidationError, match="required_new_field"):
+        shmconf.attach(name, model=Strict, timeout=1)
+
+
+def test_reader_table_records_pid_and_generation(name: str, publisher) -> None:
+    import os
+
+    reader = shmconf.attach(name)
+    try:
+        entries = _table.entries(publisher.writer.anchor)
+        assert [(e.pid, e.generation) for e in entries] == [(os.getpid(), 1)]
+        publisher.publish({"database": {"host": "db2"}})
+        reader.get()
+        assert [e.generation for e in _table.entries(publisher.writer.anchor)] == [2]
+    finally:
+        reader.close()
+    assert _table.entries(publisher.writer.anchor) == []
+
+
+def test_closed_reader_raises_and_leaves_segment(name: str, publisher) -> None:
+    from shmconf import segment
+
+    reader = shmconf.attach(name)
+    reader.close()
+    reader.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        reader.get()
+    assert segment.anchor_shm_name(name) in segment.list_shm_names(name)
+
+
+def test_unlinked_anchor_keeps_serving_then_follows_new_publisher(name: str) -> None:
+    pub = shmconf.Publisher(name)
+    pub.publish({"v": 1})
+    reader = shmconf.attach(name)
+    try:
+        pub.unlink()
+        assert reader.get()["v"] == 1
+        with shmconf.Publisher(name) as pub2:
+            generation = pub2.publish({"v": 2})
+            assert generation > 1
+            from tests.helpers import wait_until
+
+            wait_until(lambda: reader.get()["v"] == 2, timeout=5, message="follow new anchor")
+            pub2.unlink()
+    finally:
+        reader.close()
