@@ -6,7 +6,7 @@ Shared by the publisher, the history and the CLI; no I/O, no shared memory.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -105,7 +105,7 @@ def looks_secret(key: str) -> bool:
     return any(word in lowered for word in SECRET_WORDS)
 
 
-def redact(data: Any, secret: Sequence[str] = (), path: tuple[str, ...] = ()) -> Any:
+def redact(data: Any, secret: Collection[str] = (), path: tuple[str, ...] = ()) -> Any:
     """A copy of plain config data with secrets replaced by ``REDACTED``.
 
     A value is secret when its dotted path is in ``secret`` (from the model)

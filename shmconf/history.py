@@ -40,6 +40,8 @@ class Version:
     changed: tuple[str, ...] = ()
     #: What caused the publish: "sources", "publish" (an API call) or "rollback".
     origin: str = "sources"
+    #: Dotted paths of secret values (from the model), redacted by the CLI.
+    secrets: tuple[str, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> bytes:
@@ -51,6 +53,7 @@ class Version:
                 "sources": list(self.sources),
                 "changed": list(self.changed),
                 "origin": self.origin,
+                "secrets": list(self.secrets),
                 "data": self.data,
             }
         )
@@ -65,6 +68,7 @@ class Version:
             sources=tuple(obj.get("sources", ())),
             changed=tuple(obj.get("changed", ())),
             origin=str(obj.get("origin", "sources")),
+            secrets=tuple(obj.get("secrets", ())),
             data=obj.get("data", {}),
         )
 
@@ -99,7 +103,8 @@ def write_private(path: Path, data: bytes) -> None:
         raise
 
 
-def _read_private(path: Path) -> bytes:
+def read_private(path: Path) -> bytes:
+    """Read a state file, refusing to follow a symlink planted in its place."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as f:
         return f.read()
@@ -136,7 +141,7 @@ class History:
         found = []
         for name in self._names():
             try:
-                found.append(Version.from_json(_read_private(self.directory / name)))
+                found.append(Version.from_json(read_private(self.directory / name)))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("skipping unreadable history file %s: %s", name, exc)
         return found
@@ -144,7 +149,7 @@ class History:
     def get(self, generation: int) -> Version | None:
         """The kept version of ``generation``, if it is still kept."""
         try:
-            return Version.from_json(_read_private(self._path(generation)))
+            return Version.from_json(read_private(self._path(generation)))
         except FileNotFoundError:
             return None
 
@@ -161,7 +166,7 @@ class History:
 
     def pin(self) -> Pin | None:
         try:
-            obj = orjson.loads(_read_private(self._pin_path))
+            obj = orjson.loads(read_private(self._pin_path))
             return Pin(int(obj["generation"]), str(obj["sources_digest"]))
         except FileNotFoundError:
             return None

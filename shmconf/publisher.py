@@ -6,6 +6,11 @@ sources, validates them with the model, and publishes the canonical JSON as
 the next generation. Running as a service, it watches the sources and
 publishes again when their merged content changes.
 
+The service talks to the CLI through two small files in its state directory
+(``shmconf._paths.state_dir``): it rewrites ``status.json`` after every
+publish or rejection, and on SIGHUP it first looks for ``request.json`` (a
+rollback asked for by ``shmconf rollback``) before reloading its sources.
+
 **Last-known-good is enforced here**: a config that fails to load or to
 validate is logged and counted, and nothing is published; the segment keeps
 the last good generation, and the service keeps running and publishes as soon
@@ -43,7 +48,7 @@ from shmconf._errors import (
     SourceError,
     validation_problems,
 )
-from shmconf.history import History, Pin, Version
+from shmconf.history import History, Pin, Version, read_private, write_private
 from shmconf.writer import Writer
 
 if TYPE_CHECKING:
@@ -57,6 +62,10 @@ log = logging.getLogger("shmconf.publisher")
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
 #: Seconds between heartbeats; ``status`` calls a publisher dead after a few missed.
 HEARTBEAT_S: Final = 1.0
+#: In the state directory: the service's view of itself, rewritten on every change.
+STATUS_FILE: Final = "status.json"
+#: In the state directory: a request from the CLI, carried out on the next SIGHUP.
+REQUEST_FILE: Final = "request.json"
 
 SourceSpec = "str | os.PathLike[str] | Source"
 
@@ -167,11 +176,15 @@ class Publisher:
         self._watcher: Watcher | None = None
         self._on_publish: list[Callable[[int, Mapping[str, Any]], object]] = []
 
+        self._runtime_dir = runtime_dir
+        self._reloads = 0
+        self._last_request: dict[str, Any] | None = None
         self.lock_file = _paths.lock_path(name, runtime_dir)
         self._lock = filelock.FileLock(self.lock_file, mode=mode, thread_local=False)
         self._acquire(standby, standby_timeout)
         try:
-            self.history = History(_paths.state_dir(name, runtime_dir) / "history", keep=history)
+            self.state_dir = _paths.state_dir(name, runtime_dir)
+            self.history = History(self.state_dir / "history", keep=history)
             self._writer = Writer(
                 name, mode=mode, gid=gid, min_generation=self.history.last_generation(),
                 slot_capacity=slot_capacity,
@@ -359,8 +372,9 @@ class Publisher:
             log.debug("config %r: content unchanged (digest %s)", self.name, digest[:12])
             return self.generation
         changed = _snapshot.changed_paths(self._data, data)
-        meta = {
+        meta: dict[str, Any] = {
             "digest": digest,
+            "size": len(payload),
             "changed": changed,
             "sources": list(source_names),
             "secrets": _snapshot.secret_paths(instance) if instance is not None else [],
@@ -373,8 +387,10 @@ class Publisher:
         elapsed = time.perf_counter() - started
         self.stats.record_publish(elapsed)
         try:
-            self.history.record(Version(generation, now, digest, tuple(source_names),
-                                        tuple(changed), origin, data))
+            self.history.record(Version(
+                generation, now, digest, tuple(source_names), tuple(changed), origin,
+                tuple(meta["secrets"]), data,
+            ))
         except OSError as exc:
             # The config is live; only rollback to it is lost. Say so, keep serving.
             log.error("config %r: generation %d published but not kept in history: %s",
@@ -396,6 +412,7 @@ class Publisher:
         Returns the published generation, or ``None`` when the sources were
         rejected (the reason is logged and counted in ``stats``).
         """
+        self._reloads += 1
         try:
             return self.publish_now()
         except (ShmconfError, OSError) as exc:
@@ -405,6 +422,58 @@ class Publisher:
             log.error("config %r: rejected: %s; still serving generation %d",
                       self.name, exc, self.generation)
             return None
+        finally:
+            self.write_status()
+
+    def handle_request(self) -> bool:
+        """Carry out a request the CLI left in ``request.json``; ``False`` if none.
+
+        The request is removed before it runs, so a crash cannot repeat it.
+        Its outcome goes into ``status.json`` under ``last_request``.
+        """
+        path = self.state_dir / REQUEST_FILE
+        try:
+            raw = read_private(path)
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        outcome: dict[str, Any] = {"id": None, "ok": False, "generation": None, "error": None}
+        try:
+            request = orjson.loads(raw)
+            outcome["id"] = request.get("id")
+            if request.get("action") != "rollback":
+                raise ShmconfError(f"unknown request {request.get('action')!r}")
+            outcome["generation"] = self.rollback(request.get("to"))
+            outcome["ok"] = True
+        except (ShmconfError, OSError, ValueError, AttributeError) as exc:
+            outcome["error"] = str(exc)
+            log.error("config %r: request failed: %s", self.name, exc)
+        self._last_request = outcome
+        self.write_status()
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """What ``status.json`` holds: the service's own view, for the CLI and metrics."""
+        return {
+            "pid": os.getpid(),
+            "generation": self.generation,
+            "digest": self._digest,
+            "sources": [s.name for s in self._sources],
+            "reloads": self._reloads,
+            "publishes": self.stats.publishes,
+            "rejections": dict(self.stats.rejections),
+            "last_error": self.stats.last_error,
+            "last_publish_ns": self.stats.last_publish_ns,
+            "last_request": self._last_request,
+            "updated_ns": time.time_ns(),
+        }
+
+    def write_status(self) -> None:
+        """Rewrite ``status.json``; a failure is logged, never fatal."""
+        try:
+            write_private(self.state_dir / STATUS_FILE, orjson.dumps(self.status()))
+        except OSError as exc:
+            log.warning("config %r: cannot write %s: %s", self.name, STATUS_FILE, exc)
 
     # -- service -----------------------------------------------------------------
 
@@ -431,6 +500,7 @@ class Publisher:
         except BaseException:
             self._end()
             raise
+        self.write_status()
 
     def _loop(self) -> None:
         """Dispatch queued events until "stop"; heartbeat whenever idle."""
@@ -445,6 +515,9 @@ class Publisher:
                 return
             if event == "reload":
                 self.reload()
+            elif event == "hup":
+                if not self.handle_request():
+                    self.reload()
             writer.heartbeat()
 
     def _end(self) -> None:
@@ -479,8 +552,8 @@ class Publisher:
         self._events.put("stop")
 
     def _handle_hup(self, signum: int, frame: FrameType | None) -> None:
-        """Signal handler: only enqueue a reload."""
-        self._events.put("reload")
+        """Signal handler: only enqueue (a pending CLI request, else a reload)."""
+        self._events.put("hup")
 
     def start(self) -> None:
         """Publish, then watch the sources on a background thread until :meth:`stop`.
@@ -518,6 +591,10 @@ class Publisher:
         """
         self.stop()
         if self._writer is not None:
+            if self._writer.never_published:
+                # Never published (a first start whose config was rejected):
+                # leave no empty segment behind for readers to wait on.
+                self._writer.unlink()
             self._writer.close()
             self._writer = None
         if self._lock is not None:

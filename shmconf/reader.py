@@ -483,6 +483,7 @@ def attach(
     *,
     timeout: float = 5.0,
     trusted_owner: int | str | None = None,
+    register: bool = True,
 ) -> Reader[ConfigMapping]: ...
 
 
@@ -493,6 +494,7 @@ def attach(
     *,
     timeout: float = 5.0,
     trusted_owner: int | str | None = None,
+    register: bool = True,
 ) -> Reader[M]: ...
 
 
@@ -502,6 +504,7 @@ def attach(
     *,
     timeout: float = 5.0,
     trusted_owner: int | str | None = None,
+    register: bool = True,
 ) -> Reader[Any]:
     """Attach to the config published as ``name``; wait up to ``timeout`` seconds.
 
@@ -516,6 +519,8 @@ def attach(
         trusted_owner: a user (uid or name) besides this one whose segments
             may be trusted, for a publisher that runs as another user and
             publishes with ``--group``.
+        register: list this process in the reader table (``shmconf status``).
+            Tools that only look (the CLI) pass False.
 
     Raises:
         AttachTimeout: nothing was published in time.
@@ -532,7 +537,7 @@ def attach(
     try:
         while True:
             if reader is None:
-                reader, reason = _open_reader(name, validate, trusted)
+                reader, reason = _open_reader(name, validate, trusted, register)
             if reader is not None:
                 reason = "nothing published yet"
                 if reader._words[L.A_GENERATION] > 0:
@@ -556,10 +561,13 @@ def attach(
 
 
 def _open_reader(
-    name: str, validate: Callable[[Any], Any] | None, trusted: frozenset[int] | None
+    name: str,
+    validate: Callable[[Any], Any] | None,
+    trusted: frozenset[int] | None,
+    register: bool,
 ) -> tuple[Reader[Any] | None, str]:
     try:
-        anchor = segment.open_anchor(name, writable=True, trusted_uids=trusted)
+        anchor = segment.open_anchor(name, writable=register, trusted_uids=trusted)
     except FileNotFoundError:
         return None, f"no segment {segment.anchor_shm_name(name)!r}"
     except segment.AnchorNotReady:

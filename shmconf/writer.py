@@ -164,6 +164,11 @@ class Writer:
         return int(self.anchor.words[L.A_GENERATION])
 
     @property
+    def never_published(self) -> bool:
+        """Nothing was ever published under this name (nor kept in its history)."""
+        return self.generation == 0 and self._floor == 0
+
+    @property
     def slot_capacity(self) -> int:
         return self._capacity
 

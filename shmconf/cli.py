@@ -1,0 +1,545 @@
+"""The ``shmconf`` command: publish a config, and see, compare, roll back and confirm it.
+
+Exit codes: 0 done, 1 failed (the message says why and what to do next),
+2 usage. ``--json`` output is stable: its keys are documented in
+``docs/cli.md`` and only ever added to. Secrets are redacted in every output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Final, NoReturn
+
+import orjson
+
+from shmconf import _paths, _snapshot, segment
+from shmconf._errors import ShmconfError
+from shmconf.history import History, Version, write_private
+from shmconf.status import Status, collect
+
+log = logging.getLogger("shmconf.cli")
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+#: How long ``reload`` and ``rollback`` wait for the running publisher to answer.
+DEFAULT_REPLY_TIMEOUT_S: Final = 10.0
+
+
+class CommandError(ShmconfError):
+    """A command that cannot do what was asked; its message goes to stderr, exit 1."""
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def import_model(spec: str | None) -> type[Any] | None:
+    """Import ``pkg.mod:Class`` (the current directory is importable, as in gunicorn)."""
+    if spec is None:
+        return None
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise CommandError(f"--model must look like pkg.module:Class, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise CommandError(f"cannot import model {spec!r}: {exc}") from exc
+    if not hasattr(obj, "model_validate"):
+        raise CommandError(f"--model {spec!r} is not a pydantic model class")
+    return obj  # type: ignore[no-any-return]
+
+
+def _colour(text: str, code: str) -> str:
+    """Colour only when stdout is a terminal (and NO_COLOR is unset)."""
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        return f"\033[{code}m{text}\033[0m"
+    return text
+
+
+def _when(ns: int) -> str:
+    if not ns:
+        return "-"
+    return datetime.fromtimestamp(ns / 1e9).astimezone().isoformat(timespec="seconds")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _history(name: str) -> History:
+    return History(_paths.state_dir(name) / "history")
+
+
+def _version(history: History, generation: int) -> Version:
+    found = history.get(generation)
+    if found is None:
+        kept = ", ".join(str(v.generation) for v in history.versions()) or "none"
+        raise CommandError(f"generation {generation} is not in the history (kept: {kept})")
+    return found
+
+
+def _live_publisher(status: Status) -> int | None:
+    return status.publisher_pid if status.publisher_alive else None
+
+
+# -- publish / validate ----------------------------------------------------------
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from shmconf.publisher import Publisher
+
+    publisher = Publisher(
+        args.name,
+        sources=args.config,
+        model=import_model(args.model),
+        debounce=args.debounce_ms / 1000,
+        poll=args.poll,
+        history=args.history,
+        env_prefix=args.env_prefix,
+        group=args.group,
+        max_bytes=args.max_bytes,
+        standby=args.standby,
+    )
+    try:
+        publisher.serve_forever()
+    finally:
+        publisher.close()
+    log.info("config %r: publisher stopped", args.name)
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from shmconf.sources import load_sources
+
+    model = import_model(args.model)
+    loaded = load_sources(args.config, env_prefix=args.env_prefix)
+    if model is not None:
+        from shmconf._errors import ConfigValidationError, validation_problems
+
+        try:
+            model.model_validate(loaded.data)
+        except ValueError as exc:
+            raise ConfigValidationError(
+                "(validate)", validation_problems(exc, loaded.origin_of)
+            ) from None
+    digest = _snapshot.digest(_snapshot.canonical(loaded.data))
+    print(f"ok: {len(loaded.sources)} source(s) valid, digest {digest[:12]}")
+    return EXIT_OK
+
+
+# -- status / show ---------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.wait_for is not None:
+        return _wait_for(args.name, args.wait_for, args.timeout, as_json=args.json)
+    status = collect(args.name)
+    if args.json:
+        _emit_json(status.to_json())
+        return EXIT_OK
+    alive = _colour("alive", "32") if status.publisher_alive else _colour("not running", "31")
+    service = status.service
+    rows = [
+        ("name", status.name),
+        ("generation", str(status.generation)),
+        ("published", f"{_when(status.published_ns)} ({_age(status.age_s)} ago)"),
+        ("digest", (status.digest or "-")[:16]),
+        ("origin", status.origin or "-"),
+        ("sources", ", ".join(status.sources) or "-"),
+        ("changed", ", ".join(status.changed) or "-"),
+        ("publisher", f"pid {status.publisher_pid or '-'} {alive} "
+                      f"(heartbeat {_age(status.heartbeat_age_s)} ago)"),
+        ("slot", f"{status.slot_used} of {status.slot_capacity} bytes "
+                 f"(data segment {status.data_serial})"),
+    ]
+    if service.get("last_error"):
+        rows.append(("last error", str(service["last_error"]).splitlines()[0]))
+    if service.get("rejections"):
+        rows.append(("rejections", ", ".join(f"{k} {v}" for k, v in service["rejections"].items())))
+    print(_table(rows))
+    print()
+    if not status.readers:
+        print("readers: none attached")
+        return EXIT_OK
+    reader_rows = [("PID", "GENERATION", "STATE")]
+    for r in status.readers:
+        if not r.alive:
+            state = _colour("dead (entry reclaimed)", "31")
+        elif r.generation >= status.generation:
+            state = "current"
+        else:
+            state = _colour(f"behind by {status.generation - r.generation}", "33")
+        reader_rows.append((str(r.pid), str(r.generation), state))
+    print(f"readers: {sum(r.alive for r in status.readers)} live")
+    print(_table(reader_rows))
+    return EXIT_OK
+
+
+def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool) -> int:
+    deadline = time.monotonic() + timeout
+    pause = 0.01
+    while True:
+        status = collect(name)
+        laggards = status.laggards(generation)
+        if status.generation >= generation and not laggards:
+            live = [r for r in status.readers if r.alive]
+            if as_json:
+                _emit_json({"ok": True, "generation": generation, "readers": len(live)})
+            else:
+                print(f"ok: all {len(live)} live reader(s) hold generation {generation} or later")
+            return EXIT_OK
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
+    behind = ", ".join(f"pid {r.pid} at {r.generation}" for r in laggards)
+    if status.generation < generation:
+        reason = f"generation {generation} is not published (published: {status.generation})"
+    else:
+        reason = f"readers still behind: {behind}"
+    if as_json:
+        _emit_json({
+            "ok": False, "generation": generation, "published": status.generation,
+            "laggards": [{"pid": r.pid, "generation": r.generation} for r in laggards],
+        })
+    raise CommandError(
+        f"timed out after {timeout:g}s: {reason}. Readers adopt a generation on their next "
+        "read; an idle worker catches up when it serves a request"
+    )
+
+
+def _published_view(name: str) -> tuple[int, dict[str, Any], Any]:
+    from shmconf.reader import attach
+
+    try:
+        reader = attach(name, timeout=0, register=False)
+    except ShmconfError as exc:
+        raise CommandError(f"config {name!r} cannot be read: {exc}") from None
+    try:
+        meta = dict(reader.meta)
+        data = orjson.loads(orjson.dumps(reader.get(), default=dict))
+        return reader.generation, meta, data
+    finally:
+        reader.close()
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    generation, meta, data = _published_view(args.name)
+    secrets = list(meta.get("secrets", []))
+    redacted = _snapshot.redact(data, secrets)
+    path = args.path.split(".") if args.path else []
+    try:
+        value = _snapshot.value_at_path(redacted, path)
+    except KeyError as exc:
+        raise CommandError(f"no path {exc.args[0]!r} in config {args.name!r}") from None
+    if args.json:
+        _emit_json({"name": args.name, "generation": generation, "path": args.path,
+                    "digest": meta.get("digest"), "config": value})
+    else:
+        print(f"# {args.name} generation {generation}" + (f", {args.path}" if args.path else ""))
+        sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return EXIT_OK
+
+
+# -- history / diff ----------------------------------------------------------------
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    versions = _history(args.name).versions()
+    if args.json:
+        _emit_json([
+            {"generation": v.generation, "published_ns": v.published_ns, "digest": v.digest,
+             "origin": v.origin, "sources": list(v.sources), "changed": list(v.changed)}
+            for v in versions
+        ])
+        return EXIT_OK
+    if not versions:
+        print(f"no history kept for {args.name!r}")
+        return EXIT_OK
+    rows = [("GENERATION", "PUBLISHED", "DIGEST", "ORIGIN", "CHANGED")]
+    rows += [
+        (str(v.generation), _when(v.published_ns), v.digest[:12], v.origin,
+         ", ".join(v.changed) or "-")
+        for v in versions
+    ]
+    print(_table(rows))
+    return EXIT_OK
+
+
+def diff_versions(old: Version, new: Version) -> list[dict[str, Any]]:
+    """Changed paths with old and new values; a secret shows only that it changed."""
+    secrets = set(old.secrets) | set(new.secrets)
+    changes = []
+    for path in _snapshot.changed_paths(old.data, new.data, limit=10_000):
+        parts = path.split(".")
+        entry: dict[str, Any] = {"path": path}
+        is_secret = any(".".join(parts[: i + 1]) in secrets or _snapshot.looks_secret(p)
+                        for i, p in enumerate(parts))
+        for side, version in (("old", old), ("new", new)):
+            try:
+                value = _snapshot.value_at_path(version.data, parts)
+            except KeyError:
+                entry[side] = None
+                entry[f"{side}_present"] = False
+                continue
+            entry[f"{side}_present"] = True
+            entry[side] = _snapshot.REDACTED if is_secret else _snapshot.redact(value, secrets)
+        entry["secret"] = is_secret
+        changes.append(entry)
+    return changes
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    history = _history(args.name)
+    old, new = _version(history, args.a), _version(history, args.b)
+    changes = diff_versions(old, new)
+    if args.json:
+        _emit_json({"name": args.name, "a": args.a, "b": args.b, "changes": changes})
+        return EXIT_OK
+    if not changes:
+        print(f"generations {args.a} and {args.b} hold the same config")
+        return EXIT_OK
+    for c in changes:
+        if c["secret"]:
+            print(f"{c['path']}: secret changed")
+            continue
+        old_text = orjson.dumps(c["old"]).decode() if c["old_present"] else "(absent)"
+        new_text = orjson.dumps(c["new"]).decode() if c["new_present"] else "(absent)"
+        print(f"{c['path']}: {_colour(old_text, '31')} -> {_colour(new_text, '32')}")
+    return EXIT_OK
+
+
+# -- rollback / reload -------------------------------------------------------------
+
+
+def _wait_service(name: str, timeout: float, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    from shmconf.status import read_service_status
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        service = read_service_status(name)
+        if done(service):
+            return service
+        time.sleep(0.02)
+    raise CommandError(f"the publisher of {name!r} did not answer within {timeout:g}s; "
+                       "see its log")
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    status = collect(args.name)
+    pid = _live_publisher(status)
+    if pid is None:
+        return _rollback_offline(args.name, args.to)
+    from shmconf.publisher import REQUEST_FILE
+
+    request_id = uuid.uuid4().hex
+    write_private(
+        _paths.state_dir(args.name) / REQUEST_FILE,
+        orjson.dumps({"id": request_id, "action": "rollback", "to": args.to}),
+    )
+    os.kill(pid, signal.SIGHUP)
+    service = _wait_service(
+        args.name, args.timeout,
+        lambda s: (s.get("last_request") or {}).get("id") == request_id,
+    )
+    outcome = service["last_request"]
+    if not outcome.get("ok"):
+        raise CommandError(f"rollback failed: {outcome.get('error')}")
+    print(f"rolled back: generation {outcome['generation']} now holds the older content; "
+          "the publisher keeps it until its sources change")
+    return EXIT_OK
+
+
+def _rollback_offline(name: str, to: int | None) -> int:
+    from shmconf.publisher import Publisher
+
+    versions = _history(name).versions()
+    sources = list(versions[-1].sources) if versions else []
+    publisher = Publisher(name, sources=[s for s in sources if os.path.exists(s)])
+    try:
+        generation = publisher.rollback(to)
+    finally:
+        publisher.close()
+    print(f"rolled back (no publisher running): generation {generation} holds the older content")
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from shmconf.status import read_service_status
+
+    status = collect(args.name)
+    pid = _live_publisher(status)
+    if pid is None:
+        raise CommandError(f"no publisher of {args.name!r} is running; start one with "
+                           f"`shmconf publish {args.name} -c FILE`")
+    before = int(read_service_status(args.name).get("reloads", 0))
+    os.kill(pid, signal.SIGHUP)
+    service = _wait_service(args.name, args.timeout, lambda s: int(s.get("reloads", 0)) > before)
+    if service.get("last_error"):
+        raise CommandError(f"reload rejected; still serving generation {service['generation']}: "
+                           f"{service['last_error']}")
+    if service["generation"] > status.generation:
+        print(f"reloaded: published generation {service['generation']}")
+    else:
+        print(f"reloaded: sources unchanged, generation {service['generation']} stays")
+    return EXIT_OK
+
+
+# -- unlink ------------------------------------------------------------------------
+
+
+def cmd_unlink(args: argparse.Namespace) -> int:
+    name = segment.validate_name(args.name)
+    with contextlib.suppress(ShmconfError):
+        status = collect(name, reclaim=False)
+        if status.publisher_alive and not args.force:
+            raise CommandError(f"publisher pid {status.publisher_pid} is running for {name!r}; "
+                               "stop it first, or pass --force")
+    removed = [s for s in segment.list_shm_names(name) if segment.unlink_shm(s)]
+    if segment.unlink_shm(segment.anchor_shm_name(name)):
+        removed.append(segment.anchor_shm_name(name))
+    lock = _paths.lock_path(name)
+    if lock.exists():
+        lock.unlink()
+        removed.append(str(lock))
+    if args.purge:
+        import shutil
+
+        state = _paths.runtime_dir() / name
+        if state.exists():
+            shutil.rmtree(state)
+            removed.append(str(state))
+    if not removed:
+        raise CommandError(f"nothing to remove for {name!r}")
+    print("removed: " + ", ".join(sorted(set(removed))))
+    return EXIT_OK
+
+
+# -- parser ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shmconf",
+        description="Publish one validated config to every worker process on this host.",
+    )
+    parser.add_argument("--runtime-dir", help="lock and state directory (SHMCONF_RUNTIME_DIR)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], text: str,
+            named: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        if named:
+            p.add_argument("name", help="the config's name")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("publish", cmd_publish, "publish files and keep them published until SIGTERM")
+    p.add_argument("-c", "--config", action="append", required=True, metavar="FILE",
+                   help="a source, repeatable; later ones win")
+    p.add_argument("--model", metavar="pkg.mod:Class", help="pydantic model to validate with")
+    p.add_argument("--debounce-ms", type=int, default=100, metavar="N",
+                   help="quiet time after a change before reloading (default 100)")
+    p.add_argument("--poll", type=float, metavar="S",
+                   help="poll the files every S seconds instead of inotify")
+    p.add_argument("--history", type=int, default=20, metavar="N",
+                   help="versions kept for rollback")
+    p.add_argument("--env-prefix", metavar="PREFIX", help="apply PREFIX* environment overrides")
+    p.add_argument("--group", metavar="GROUP", help="let GROUP's members attach (0660 segments)")
+    p.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024, metavar="N",
+                   help="largest serialized config accepted")
+    p.add_argument("--standby", action="store_true",
+                   help="wait for the running publisher to exit, then take over")
+
+    p = add("validate", cmd_validate, "load and validate files without publishing", named=False)
+    p.add_argument("-c", "--config", action="append", required=True, metavar="FILE")
+    p.add_argument("--model", metavar="pkg.mod:Class")
+    p.add_argument("--env-prefix", metavar="PREFIX")
+
+    p = add("status", cmd_status, "generation, age, digest, sources, publisher and readers")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--wait-for", type=int, metavar="GEN",
+                   help="exit 0 once every live reader holds GEN or later")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="how long --wait-for waits (default 30)")
+
+    p = add("show", cmd_show, "the live config (secrets redacted)")
+    p.add_argument("--path", metavar="a.b", help="show only this subtree")
+    p.add_argument("--json", action="store_true")
+
+    p = add("history", cmd_history, "the kept versions, one per line")
+    p.add_argument("--json", action="store_true")
+
+    p = add("diff", cmd_diff, "changed paths between two kept generations")
+    p.add_argument("a", type=int, metavar="A")
+    p.add_argument("b", type=int, metavar="B")
+    p.add_argument("--json", action="store_true")
+
+    p = add("rollback", cmd_rollback, "publish a kept version again as a new generation")
+    p.add_argument("--to", type=int, metavar="GEN", help="default: the version before the live one")
+    p.add_argument("--timeout", type=float, default=DEFAULT_REPLY_TIMEOUT_S, metavar="S")
+
+    p = add("reload", cmd_reload, "ask the running publisher to reload now")
+    p.add_argument("--timeout", type=float, default=DEFAULT_REPLY_TIMEOUT_S, metavar="S")
+
+    p = add("unlink", cmd_unlink, "remove the segments and the lock file")
+    p.add_argument("--force", action="store_true", help="even while a publisher runs")
+    p.add_argument("--purge", action="store_true", help="also remove the history")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.runtime_dir:
+        os.environ["SHMCONF_RUNTIME_DIR"] = args.runtime_dir
+    try:
+        code = args.func(args)
+    except ShmconfError as exc:
+        print(f"shmconf {args.command}: error: {exc}", file=sys.stderr)
+        code = EXIT_FAILED
+    except ValueError as exc:  # a bad --group, a bad number in a file name
+        print(f"shmconf {args.command}: error: {exc}", file=sys.stderr)
+        code = EXIT_FAILED
+    except KeyboardInterrupt:
+        code = EXIT_FAILED
+    sys.exit(code)
