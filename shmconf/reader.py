@@ -256,12 +256,16 @@ class Reader(Generic[T]):
             self._follow_new_anchor()
         generation, meta, payload, published_ns = self._read_slot()
         snapshot = self._parse(payload)
+        try:
+            meta_obj = orjson.loads(meta) if meta else {}
+        except orjson.JSONDecodeError:
+            raise _Unreadable from None
         if generation < self._gen:
             # Only a segment recreated from scratch counts down; keep the newer one.
             log.warning("config %r: generation went back from %d to %d; ignoring it",
                         self.name, self._gen, generation)
             raise _Unreadable
-        self._meta = orjson.loads(meta) if meta else {}
+        self._meta = meta_obj if isinstance(meta_obj, dict) else {}
         self._published_ns = published_ns
         self._snapshot = snapshot  # first the object, then the generation the
         self._gen = generation     # fast path compares: a thread never pairs them wrongly

@@ -41,6 +41,10 @@ from shmconf._errors import SegmentError
 
 log = logging.getLogger("shmconf.writer")
 
+#: No real publisher gets near 2**63 generations; a count that does was
+#: overwritten by something else, and must not wrap the u64 word.
+_GENERATION_LIMIT: Final = 1 << 63
+
 #: Bytes 12..63 of a slot header (meta_len, generation, payload_len,
 #: published_ns and the reserved tail), the part the checksum covers.
 _CHECKED_HEADER: Final = struct.Struct("<IQQQ24x")
@@ -203,6 +207,12 @@ class Writer:
         """
         words = self.anchor.words
         generation = max(words[L.A_GENERATION], self._floor) + 1
+        if generation >= _GENERATION_LIMIT:
+            raise SegmentError(
+                self.anchor.shm_name,
+                f"generation {generation - 1} is beyond any real count: the anchor is "
+                "corrupted; `shmconf unlink` the name and restart the publisher",
+            )
         if len(meta) + len(payload) > self._capacity:
             self._grow(len(meta) + len(payload))
         if published_ns is None:

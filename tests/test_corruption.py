@@ -1,0 +1,126 @@
+"""Random bytes over any part of a segment: a clear ShmconfError or the last good snapshot.
+
+Never another exception type, never a crash, never garbage. A bounded
+hypothesis run here; ``make fuzz`` runs the same properties much longer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import shmconf
+from shmconf import _layout as L
+from shmconf import segment
+
+# `shmconf.reader` is also the name of a function (the process's reader), so
+# the module is reached through sys.modules.
+reader_module = importlib.import_module("shmconf.reader")
+
+GOOD = {"service": {"name": "api", "port": 8080}, "features": ["a", "b"], "limit": 1.5}
+#: Examples per property in `make test`; `make fuzz` raises it.
+EXAMPLES = int(os.environ.get("SHMCONF_FUZZ_EXAMPLES", "150"))
+
+fuzz_settings = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture(autouse=True)
+def few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A damaged slot fails every attempt; 200 attempts per example is time, not coverage.
+    monkeypatch.setattr(reader_module, "_MAX_ATTEMPTS", 3)
+
+
+def _damage(block: segment.SharedBlock, offset: int, data: bytes) -> None:
+    offset = offset % block.size
+    block.write(offset, data[: block.size - offset])
+
+
+def _check_get(reader: shmconf.Reader[object]) -> None:
+    try:
+        value = reader.get()
+    except shmconf.ShmconfError:
+        return
+    plain = orjson.loads(orjson.dumps(value, default=dict))
+    assert plain in (GOOD, {**GOOD, "limit": 2.5})
+
+
+@fuzz_settings
+@given(target=st.sampled_from(["anchor-header", "table", "data-header", "slot"]),
+       offset=st.integers(0, 1 << 20), data=st.binary(min_size=1, max_size=64))
+def test_damage_after_attach_keeps_last_good_or_raises_shmconf_error(
+    name: str, target: str, offset: int, data: bytes
+) -> None:
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish(GOOD)
+        reader = shmconf.attach(name, timeout=1)
+        try:
+            writer = publisher.writer
+            assert writer._data is not None
+            if target == "anchor-header":
+                _damage(writer.anchor, offset % L.ANCHOR_HEADER_SIZE, data)
+            elif target == "table":
+                _damage(writer.anchor, L.ANCHOR_HEADER_SIZE + offset % (
+                    L.TABLE_ENTRIES * L.TABLE_ENTRY_SIZE), data)
+            elif target == "data-header":
+                _damage(writer._data, offset % L.DATA_HEADER_SIZE, data)
+            else:
+                _damage(writer._data, L.DATA_HEADER_SIZE + offset, data)
+            _check_get(reader)
+            # A damaged published slot is overwritten by the next publishes.
+            try:
+                publisher.publish({**GOOD, "limit": 2.5})
+            except shmconf.ShmconfError:
+                pass
+            _check_get(reader)
+            try:
+                fresh = shmconf.attach(name, timeout=0.2)
+            except shmconf.ShmconfError:
+                pass
+            else:
+                _check_get(fresh)
+                fresh.close()
+        finally:
+            reader.close()
+            publisher.unlink()
+
+
+@fuzz_settings
+@given(offset=st.integers(0, L.ANCHOR_SIZE - 1), data=st.binary(min_size=1, max_size=32))
+def test_attach_to_damaged_segment_raises_only_shmconf_errors(
+    name: str, offset: int, data: bytes
+) -> None:
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish(GOOD)
+        _damage(publisher.writer.anchor, offset, data)
+        try:
+            reader = shmconf.attach(name, timeout=0.05)
+        except shmconf.ShmconfError:
+            pass
+        else:
+            _check_get(reader)
+            reader.close()
+        publisher.unlink()
+
+
+@fuzz_settings
+@given(header=st.binary(min_size=L.ANCHOR_HEADER_SIZE, max_size=L.ANCHOR_HEADER_SIZE))
+def test_header_parsing_of_random_bytes(name: str, header: bytes) -> None:
+    block = segment.SharedBlock.create(segment.anchor_shm_name(name), L.ANCHOR_SIZE)
+    try:
+        block.write(0, header)
+        try:
+            segment.check_anchor(block)
+        except (shmconf.SegmentError, segment.AnchorNotReady):
+            pass
+    finally:
+        block.close()
+        block.unlink()
