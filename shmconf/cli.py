@@ -345,7 +345,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
 # -- rollback / reload -------------------------------------------------------------
 
 
-def _wait_service(name: str, timeout: float, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+def _wait_service(
+    name: str, timeout: float, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
     from shmconf.status import read_service_status
 
     deadline = time.monotonic() + timeout

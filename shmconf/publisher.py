@@ -513,11 +513,9 @@ class Publisher:
                 continue
             if event == "stop":
                 return
-            if event == "reload":
+            # A SIGHUP carries out a pending CLI request if there is one, else reloads.
+            if event == "reload" or (event == "hup" and not self.handle_request()):
                 self.reload()
-            elif event == "hup":
-                if not self.handle_request():
-                    self.reload()
             writer.heartbeat()
 
     def _end(self) -> None:

@@ -91,7 +91,8 @@ def idle_reader(running: Running) -> Iterator[subprocess.Popen[str]]:
 
 
 def ask_read(reader: subprocess.Popen[str]) -> str:
-    assert reader.stdin is not None and reader.stdout is not None
+    assert reader.stdin is not None
+    assert reader.stdout is not None
     reader.stdin.write("read\n")
     reader.stdin.flush()
     return reader.stdout.readline().strip()
