@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: all venv demo test lint typecheck unit bench bench-quick clean
+.PHONY: all venv demo test lint typecheck unit bench bench-quick fuzz soak clean
 
 all: test
 
@@ -41,6 +41,13 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick
+
+# The corruption properties of tests/test_corruption.py, run far longer.
+fuzz: $(STAMP)
+	SHMCONF_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest -q tests/test_corruption.py
+
+soak: $(BENCH_STAMP)
+	$(BIN)/python -m bench.soak --minutes 10
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
