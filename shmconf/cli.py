@@ -8,7 +8,6 @@ Exit codes: 0 done, 1 failed (the message says why and what to do next),
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import logging
 import os
@@ -425,11 +424,13 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def cmd_unlink(args: argparse.Namespace) -> int:
     name = segment.validate_name(args.name)
-    with contextlib.suppress(ShmconfError):
-        status = collect(name, reclaim=False)
-        if status.publisher_alive and not args.force:
-            raise CommandError(f"publisher pid {status.publisher_pid} is running for {name!r}; "
-                               "stop it first, or pass --force")
+    try:
+        status: Status | None = collect(name, reclaim=False)
+    except ShmconfError:
+        status = None  # nothing readable to protect; remove what is there
+    if status is not None and status.publisher_alive and not args.force:
+        raise CommandError(f"publisher pid {status.publisher_pid} is running for {name!r}; "
+                           "stop it first, or pass --force")
     removed = [s for s in segment.list_shm_names(name) if segment.unlink_shm(s)]
     if segment.unlink_shm(segment.anchor_shm_name(name)):
         removed.append(segment.anchor_shm_name(name))

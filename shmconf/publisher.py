@@ -174,6 +174,7 @@ class Publisher:
         self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._watcher: Watcher | None = None
+        self._source_watches: list[Callable[[], None]] = []
         self._on_publish: list[Callable[[int, Mapping[str, Any]], object]] = []
 
         self._runtime_dir = runtime_dir
@@ -308,7 +309,8 @@ class Publisher:
             self.history.set_pin(None)
             log.info("config %r: sources changed; rollback pin released", self.name)
         return self._publish(
-            loaded.data, instance, origin="sources", source_names=tuple(loaded.sources)
+            loaded.data, instance, origin="sources", source_names=tuple(loaded.sources),
+            revisions=loaded.revisions,
         )
 
     def rollback(self, to: int | None = None) -> int:
@@ -356,6 +358,7 @@ class Publisher:
         origin: str,
         source_names: Sequence[str],
         force: bool = False,
+        revisions: Mapping[str, int] | None = None,
     ) -> int:
         started = time.perf_counter()
         try:
@@ -379,6 +382,7 @@ class Publisher:
             "sources": list(source_names),
             "secrets": _snapshot.secret_paths(instance) if instance is not None else [],
             "origin": origin,
+            "revisions": dict(revisions or {}),
             "model": f"{self.model.__module__}.{self.model.__qualname__}" if self.model else None,
         }
         now = time.time_ns()
@@ -465,6 +469,7 @@ class Publisher:
             "last_error": self.stats.last_error,
             "last_publish_ns": self.stats.last_publish_ns,
             "last_request": self._last_request,
+            "source_health": [h for s in self._sources if (h := s.health()) is not None],
             "updated_ns": time.time_ns(),
         }
 
@@ -495,6 +500,10 @@ class Publisher:
                 poll_s=self.poll,
             )
             self._watcher.start()
+        for source in self._sources:
+            stop = source.start_watch(self.request_reload)
+            if stop is not None:
+                self._source_watches.append(stop)
         try:
             self.publish_now()
         except BaseException:
@@ -519,6 +528,8 @@ class Publisher:
             writer.heartbeat()
 
     def _end(self) -> None:
+        while self._source_watches:
+            self._source_watches.pop()()
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None

@@ -17,8 +17,9 @@ import pytest
 
 from shmconf import segment
 
-#: Every name a test creates starts with this, so leftovers are easy to find.
-TEST_PREFIX = "pytest-"
+#: Every name this test session creates starts with this, so its leftovers are
+#: easy to find, and another session running at the same time is left alone.
+TEST_PREFIX = f"pytest-{os.getpid()}-"
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +38,7 @@ def remove_segments(name: str) -> None:
 @pytest.fixture
 def name() -> Iterator[str]:
     """A config name unique to this test; its segments are removed afterwards."""
-    value = f"{TEST_PREFIX}{uuid.uuid4().hex[:12]}"
+    value = f"{TEST_PREFIX}{uuid.uuid4().hex[:8]}"
     yield value
     remove_segments(value)
 

@@ -1,0 +1,214 @@
+"""The etcd source against a real etcd server (Debian's etcd-server)."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from pydantic import BaseModel
+
+import shmconf
+from shmconf.sources.etcd import EtcdSource
+from tests.etcd_server import EtcdServer
+from tests.helpers import python, wait_until
+
+pytestmark = pytest.mark.skipif(shutil.which("etcd") is None,
+                                reason="etcd is not installed (apt-get install etcd-server)")
+
+
+class Service(BaseModel):
+    greeting: str
+    port: int = 80
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdServer]:
+    server = EtcdServer()
+    server.start()
+    yield server
+    server.close()
+
+
+def call(server: EtcdServer, path: str, body: dict[str, object]) -> dict[str, object]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("POST", path, orjson.dumps(body))
+        return dict(orjson.loads(conn.getresponse().read()))
+    finally:
+        conn.close()
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def put(server: EtcdServer, key: str, value: str) -> None:
+    call(server, "/v3/kv/put", {"key": b64(key), "value": b64(value)})
+
+
+def delete(server: EtcdServer, key: str) -> None:
+    call(server, "/v3/kv/deleterange", {"key": b64(key)})
+
+
+def txn(server: EtcdServer, pairs: dict[str, str]) -> None:
+    call(server, "/v3/kv/txn", {"success": [
+        {"requestPut": {"key": b64(k), "value": b64(v)}} for k, v in pairs.items()]})
+
+
+class DumpReader:
+    def __init__(self, name: str) -> None:
+        self.proc = python("-m", "tests.procs.dump_reader", name, stdin=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def read(self) -> tuple[int, dict[str, object]]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        generation, _, body = self.proc.stdout.readline().partition(" ")
+        return int(generation), dict(orjson.loads(body))
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.communicate()
+
+
+@pytest.fixture
+def prefix(name: str) -> str:
+    return f"/{name}/"
+
+
+def test_put_delete_and_transaction_reach_reader_processes(etcd: EtcdServer, name: str,
+                                                           prefix: str) -> None:
+    put(etcd, prefix + "greeting", "hello")
+    put(etcd, prefix + "db/port", "5432")
+    publisher = shmconf.Publisher(name, sources=[f"etcd://{etcd.endpoint}{prefix}"],
+                                  debounce=0.02)
+    publisher.start()
+    reader = DumpReader(name)
+    try:
+        assert reader.read()[1] == {"greeting": "hello", "db": {"port": 5432}}
+        put(etcd, prefix + "greeting", "bonjour")
+        wait_until(lambda: reader.read()[1].get("greeting") == "bonjour", message="put")
+        delete(etcd, prefix + "db/port")
+        wait_until(lambda: "db" not in reader.read()[1], message="delete")
+        before = publisher.generation
+        txn(etcd, {prefix + "a": "1", prefix + "b": "2"})
+        wait_until(lambda: reader.read()[1].get("b") == 2, message="transaction")
+        generation, data = reader.read()
+        assert data["a"] == 1
+        assert generation == before + 1  # one transaction, one generation
+        assert publisher.writer.current() is not None
+        meta = orjson.loads(publisher.writer.current()[0])  # type: ignore[index]
+        assert meta["revisions"][f"etcd://{etcd.endpoint}{prefix}"] > 0
+    finally:
+        reader.close()
+        publisher.stop()
+        publisher.unlink()
+
+
+def test_invalid_value_is_rejected_naming_the_key(etcd: EtcdServer, name: str,
+                                                  prefix: str) -> None:
+    put(etcd, prefix + "greeting", "hello")
+    publisher = shmconf.Publisher(name, sources=[f"etcd://{etcd.endpoint}{prefix}"],
+                                  model=Service, debounce=0.02)
+    publisher.start()
+    try:
+        put(etcd, prefix + "port", "not-a-port")
+        wait_until(lambda: publisher.stats.rejections["validation"] == 1, message="rejection")
+        assert "port: Input should be a valid integer" in str(publisher.stats.last_error)
+        assert f"{prefix}port" in str(publisher.stats.last_error)
+        assert publisher.generation == 1
+        put(etcd, prefix + "port", "8080")
+        wait_until(lambda: publisher.generation == 2, message="fixed value published")
+    finally:
+        publisher.stop()
+        publisher.unlink()
+
+
+def test_single_key_document(etcd: EtcdServer, name: str, prefix: str) -> None:
+    put(etcd, prefix + "config.yaml", "greeting: hi\nport: 81\n")
+    with shmconf.Publisher(name, sources=[f"etcd://{etcd.endpoint}{prefix}config.yaml"],
+                           model=Service) as publisher:
+        publisher.publish_now()
+        reader = shmconf.attach(name, model=Service)
+        assert reader.get() == Service(greeting="hi", port=81)
+        reader.close()
+        put(etcd, prefix + "config.yaml", "greeting: [unclosed\n")
+        with pytest.raises(shmconf.SourceError, match=r"config.yaml:\d+"):
+            publisher.publish_now()
+        publisher.unlink()
+
+
+def test_compacted_revision_forces_full_reread(etcd: EtcdServer, prefix: str) -> None:
+    put(etcd, prefix + "v", "1")
+    source = EtcdSource(f"etcd://{etcd.endpoint}{prefix}")
+    assert source.load() == {"v": 1}
+    put(etcd, prefix + "v", "2")
+    put(etcd, prefix + "v", "3")
+    latest = int(call(etcd, "/v3/kv/range", {"key": b64(prefix + "v")})["header"]["revision"])  # type: ignore[index]
+    call(etcd, "/v3/kv/compaction", {"revision": str(latest)})
+    changed = threading.Event()
+    stop = source.start_watch(changed.set)
+    try:
+        assert changed.wait(10)
+        assert source.revision >= latest
+        assert source.load() == {"v": 3}
+    finally:
+        stop()
+
+
+def test_restart_mid_watch_resumes_and_down_etcd_keeps_last_good(name: str) -> None:
+    server = EtcdServer()
+    server.start()
+    prefix = f"/{name}/"
+    publisher = None
+    try:
+        put(server, prefix + "greeting", "one")
+        publisher = shmconf.Publisher(name, sources=[f"etcd://{server.endpoint}{prefix}"],
+                                      debounce=0.02)
+        publisher.start()
+        reader = shmconf.attach(name)
+        server.stop()
+        source = publisher.sources[0]
+        assert isinstance(source, EtcdSource)
+        wait_until(lambda: source.health()["state"] == "retrying", message="retrying")
+        assert reader.get()["greeting"] == "one"  # last good keeps serving
+        server.start()
+        put(server, prefix + "greeting", "two")  # written right after the restart
+        wait_until(lambda: reader.get()["greeting"] == "two", timeout=20, message="resume")
+        assert source.health()["state"] == "ok"
+        reader.close()
+    finally:
+        if publisher is not None:
+            publisher.stop()
+            publisher.unlink()
+        server.close()
+
+
+def test_etcd_down_at_start_is_a_clear_error(name: str) -> None:
+    server = EtcdServer()  # never started: nothing listens on its port
+    try:
+        with shmconf.Publisher(name, sources=[f"etcd://{server.endpoint}/x/"]) as publisher:
+            with pytest.raises(shmconf.SourceError, match="cannot read from etcd"):
+                publisher.publish_now()
+            publisher.unlink()
+    finally:
+        server.close()
+
+
+def test_password_never_in_urls_or_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(shmconf.SourceError, match="not in the URL") as info:
+        EtcdSource("etcd://user:hunter2@127.0.0.1:1/x/")
+    assert "hunter2" not in str(info.value)
+    monkeypatch.setenv("SHMCONF_ETCD_PASSWORD", "hunter2")
+    source = EtcdSource("etcd://user@127.0.0.1:1/x/?user=other")
+    assert "hunter2" not in repr(source)
+    assert source.name == "etcd://127.0.0.1:1/x/"
