@@ -185,7 +185,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                  f"(data segment {status.data_serial})"),
     ]
     if service.get("last_error"):
-        rows.append(("last error", str(service["last_error"]).splitlines()[0]))
+        first, *more = str(service["last_error"]).splitlines()
+        rows.append(("last error", first))
+        rows += [("", line.strip()) for line in more]
     if service.get("rejections"):
         rows.append(("rejections", ", ".join(f"{k} {v}" for k, v in service["rejections"].items())))
     print(_table(rows))

@@ -1,0 +1,172 @@
+"""What every integration does in a worker: attach once, register, keep current.
+
+gunicorn's ``post_fork``, the ASGI lifespan and the multiprocessing
+initializer all end here, so a worker is wired the same way whichever server
+started it: one :class:`~shmconf.Reader` per process, made the process reader
+(``shmconf.current()``, ``shmconf.reader()``), and optionally a refresher
+thread for workers that sit idle but still want their change callbacks run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from shmconf import _current
+from shmconf.reader import Reader, attach
+
+log = logging.getLogger("shmconf.integrations")
+
+#: ``on_attach(reader)``: called in each worker right after it attached.
+AttachHook = Callable[[Reader[Any]], object]
+
+
+def model_spec(model: type[Any] | str | None) -> tuple[type[Any] | None, str | None]:
+    """The model class and its import string ``pkg.mod:Class``.
+
+    A process that cannot share Python objects (the publisher's own process,
+    a spawned pool worker) gets the import string and imports the class
+    itself; nothing is pickled. A class that its import string does not lead
+    back to (one defined in ``__main__``, in a gunicorn config file, inside a
+    function) cannot be handed over that way, so it is refused here, early.
+    """
+    if model is None:
+        return None, None
+    if isinstance(model, str):
+        return import_model(model), model
+    if not hasattr(model, "model_validate"):
+        raise TypeError(f"model must be a pydantic model class, got {model!r}")
+    spec = f"{model.__module__}:{model.__qualname__}"
+    found = None
+    # Another interpreter's __main__ is another module: never the same class.
+    if model.__module__ != "__main__":
+        with contextlib.suppress(ImportError, TypeError):
+            found = import_model(spec)
+    if found is not model:
+        raise TypeError(
+            f"model {model.__qualname__} must be importable as {spec!r} so that other "
+            "processes can import it; define it in a module (not in __main__, a gunicorn "
+            "config file or a function), or pass the import string 'pkg.module:Class'"
+        )
+    return model, spec
+
+
+def import_model(spec: str) -> type[Any]:
+    """Import ``pkg.mod:Class``; the current directory is importable, as in gunicorn."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"a model import string looks like 'pkg.module:Class', got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError as exc:
+        raise ImportError(f"cannot import model {spec!r}: {exc}") from exc
+    if not hasattr(obj, "model_validate"):
+        raise TypeError(f"model {spec!r} is not a pydantic model class")
+    return obj  # type: ignore[no-any-return]
+
+
+class Refresher:
+    """A daemon thread that calls ``reader.refresh()`` every ``interval_s`` seconds.
+
+    A worker adopts a new generation on its next ``get()``; one that serves
+    no requests would run its change callbacks only when the next request
+    comes. The refresher bounds that delay. It costs one 8-byte compare per
+    interval while nothing changes.
+    """
+
+    def __init__(self, reader: Reader[Any], interval_s: float) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"'refresh_interval_s' must be > 0 seconds, got {interval_s}")
+        self.reader = reader
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"shmconf-refresh-{reader.name}", daemon=True
+        )
+
+    def start(self) -> Refresher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if self.reader.closed:
+                return
+            try:
+                self.reader.refresh()
+            except Exception:
+                # Reads keep the last good snapshot; a refresher must never die of it.
+                log.exception("config %r: periodic refresh failed", self.reader.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+
+
+_refreshers: dict[int, Refresher] = {}
+
+
+def attach_worker(
+    name: str,
+    model: type[Any] | None = None,
+    *,
+    timeout: float = 5.0,
+    refresh_interval_s: float | None = None,
+    on_attach: AttachHook | None = None,
+) -> Reader[Any]:
+    """Attach this process to ``name`` and make it the process reader.
+
+    A reader for ``name`` that this process already holds (inherited across a
+    fork and re-registered by the reader's fork handler, or attached by
+    another integration in the same worker) is reused, so wiring a worker
+    twice costs nothing and leaves one reader-table entry.
+    """
+    reader = existing_reader(name)
+    if reader is None:
+        reader = attach(name, model, timeout=timeout)
+        _current.set_reader(reader)
+    if refresh_interval_s is not None and id(reader) not in _refreshers:
+        _refreshers[id(reader)] = Refresher(reader, refresh_interval_s).start()
+    if on_attach is not None:
+        on_attach(reader)
+    return reader
+
+
+def existing_reader(name: str) -> Reader[Any] | None:
+    """The process reader, if it is an open reader of ``name``."""
+    with contextlib.suppress(_current.NotAttachedError):
+        reader = _current.reader()
+        if reader.name == name and not reader.closed:
+            return reader
+    return None
+
+
+def detach_worker(name: str) -> None:
+    """Close this process's reader of ``name`` (its reader-table entry is freed)."""
+    reader = existing_reader(name)
+    if reader is None:
+        return
+    refresher = _refreshers.pop(id(reader), None)
+    if refresher is not None:
+        refresher.stop()
+    _current.set_reader(None)
+    reader.close()
+
+
+def _forget_refreshers_after_fork() -> None:
+    # Threads do not survive a fork: a child starts its own refresher if asked.
+    _refreshers.clear()
+
+
+os.register_at_fork(after_in_child=_forget_refreshers_after_fork)

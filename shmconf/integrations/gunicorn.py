@@ -1,0 +1,236 @@
+"""gunicorn server hooks: a publisher next to the master, a reader in every worker.
+
+In ``gunicorn.conf.py``::
+
+    from shmconf.integrations.gunicorn import ShmconfHooks
+    from myapp.settings import Settings
+
+    hooks = ShmconfHooks("myapp", sources=["app.yaml"], model=Settings)
+    on_starting, post_fork, on_exit = hooks.on_starting, hooks.post_fork, hooks.on_exit
+    on_reload, worker_exit = hooks.on_reload, hooks.worker_exit   # optional
+
+and in the application, ``shmconf.current()``.
+
+Why the publisher is a child process and not a thread of the master:
+gunicorn forks its workers from the master, and ``fork`` copies a thread's
+memory but not the thread. A publisher thread in the master would leave every
+worker with a copy of a writer that nobody drives, holding what the master
+held at that instant (the writer lock's descriptor, the watcher's state).
+So ``on_starting`` starts a separate interpreter with
+:class:`~shmconf.integrations.process.PublisherProcess` (the name, the file
+paths and the model's import string travel as JSON; nothing is pickled) and
+waits for its first publish: workers forked afterwards can attach at once,
+and an invalid initial config stops gunicorn with its message.
+
+``kill -HUP`` of the master re-reads gunicorn's config file, which builds a
+new ``ShmconfHooks``; the running publisher is kept in this module, by name,
+so the new hooks find it. ``on_reload`` then asks it to reload its sources
+(or restarts it when the config file changed its sources or options, or
+starts it again if it had died), and the new workers attach as usual.
+``on_exit`` stops the publisher and removes the segment and the lock file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from shmconf import segment
+from shmconf._errors import ShmconfError
+from shmconf.integrations._worker import AttachHook, attach_worker, detach_worker, model_spec
+from shmconf.integrations.process import (
+    DEFAULT_START_TIMEOUT_S,
+    DEFAULT_STOP_TIMEOUT_S,
+    PublisherProcess,
+)
+
+if TYPE_CHECKING:
+    from shmconf.reader import Reader
+
+log = logging.getLogger("shmconf.integrations.gunicorn")
+
+#: Seconds a worker waits in ``post_fork`` for the segment.
+DEFAULT_ATTACH_TIMEOUT_S: Final = 10.0
+
+#: Running publishers by config name. A module global on purpose: gunicorn's
+#: HUP re-executes the config file, and the new hooks must find the publisher
+#: that the old ones started (this module is imported once per master).
+_publishers: dict[str, PublisherProcess] = {}
+
+
+class ShmconfHooks:
+    """gunicorn hooks that publish ``sources`` as ``name`` and attach every worker.
+
+    Args:
+        name: the config's name.
+        sources: files (or source URLs) to publish. Empty: the publisher runs
+            elsewhere (``shmconf publish``) and the hooks only attach workers.
+        model: a pydantic model class importable by its module and name, or
+            its import string ``"pkg.mod:Class"``.
+        attach_timeout_s: how long ``post_fork`` waits for the segment.
+        start_timeout_s: how long ``on_starting`` waits for the initial publish.
+        stop_timeout_s: how long ``on_exit`` waits before it kills the publisher.
+        refresh_interval_s: run a thread in each worker that adopts new
+            generations this often, so change callbacks run in idle workers too.
+        on_attach: ``on_attach(reader)``, called in each worker after it
+            attached (register change callbacks here).
+        metrics_port: serve the publisher's Prometheus metrics on this port.
+        unlink_on_exit: remove the segment and the lock file in ``on_exit``.
+        **publisher_options: keywords for :class:`~shmconf.Publisher`
+            (``debounce``, ``poll``, ``history``, ``runtime_dir``, ...).
+
+    Building the hooks does nothing else: gunicorn builds them again on every
+    HUP, and ``gunicorn --check-config`` builds them without running them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        sources: Sequence[str | os.PathLike[str]] = (),
+        model: type[Any] | str | None = None,
+        *,
+        attach_timeout_s: float = DEFAULT_ATTACH_TIMEOUT_S,
+        start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+        refresh_interval_s: float | None = None,
+        on_attach: AttachHook | None = None,
+        metrics_port: int | None = None,
+        unlink_on_exit: bool = True,
+        **publisher_options: Any,
+    ) -> None:
+        self.name = segment.validate_name(name)
+        self.model, _ = model_spec(model)
+        self.attach_timeout_s = attach_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.refresh_interval_s = refresh_interval_s
+        self.on_attach = on_attach
+        # Build (and so check) the publisher's spec now: a typo in an option
+        # fails when gunicorn reads its config, not in a hook.
+        self._process = (
+            PublisherProcess(
+                name, sources, model, unlink_on_exit=unlink_on_exit,
+                metrics_port=metrics_port, **publisher_options,
+            )
+            if sources
+            else None
+        )
+
+    @property
+    def publisher(self) -> PublisherProcess | None:
+        """The publisher process serving this name in the master, if any."""
+        return _publishers.get(self.name)
+
+    # -- master ------------------------------------------------------------------
+
+    def on_starting(self, server: Any) -> None:
+        """Start the publisher and wait for its first publish (gunicorn ``on_starting``).
+
+        Raises :class:`~shmconf.integrations.process.PublisherStartError` (a
+        ``RuntimeError``: gunicorn prints ``Error: <why>`` and exits 1) when the
+        initial config is missing or invalid or the name has a publisher already.
+        """
+        if self._process is None:
+            return
+        running = _publishers.get(self.name)
+        if running is not None and running.alive:
+            return
+        self._start(server)
+
+    def _start(self, server: Any, process: PublisherProcess | None = None) -> None:
+        assert self._process is not None
+        process = (process or self._process).clone()
+        generation = process.start(self.start_timeout_s)
+        _publishers[self.name] = process
+        _log(server).info("shmconf: publishing %r (generation %d) from pid %s",
+                          self.name, generation, process.pid)
+
+    def on_reload(self, server: Any) -> None:
+        """On ``kill -HUP`` of the master: reload the sources now (gunicorn ``on_reload``).
+
+        Runs after gunicorn re-read its config file. A publisher whose sources
+        or options the file changed is restarted with the new ones; one that
+        died is started again. A failure is logged and the workers keep the
+        last published config: a bad reload must not take the master down.
+        """
+        if self._process is None:
+            return
+        running = _publishers.get(self.name)
+        try:
+            if running is None or not running.alive:
+                _log(server).warning("shmconf: publisher of %r was not running; starting it",
+                                     self.name)
+                if running is not None:
+                    # Reap it and close its socket; keep the segment workers read.
+                    running.stop(self.stop_timeout_s, unlink=False)
+                    del _publishers[self.name]
+                self._start(server)
+            elif running.spec != self._process.spec:
+                self._restart(server, running)
+            else:
+                running.reload()
+        except ShmconfError as exc:
+            _log(server).error("shmconf: %s; workers keep the last published config", exc)
+        except Exception:
+            # gunicorn would stop the master on an exception from a hook; a
+            # failed reload must leave it (and the workers' config) running.
+            _log(server).exception("shmconf: reload of %r failed; workers keep the last "
+                                   "published config", self.name)
+
+    def _restart(self, server: Any, running: PublisherProcess) -> None:
+        """Replace the publisher with one built from the new config file."""
+        _log(server).info("shmconf: publisher options of %r changed; restarting it", self.name)
+        # Keep the segment: workers go on reading it while the new one starts,
+        # and the new publisher continues its generation count.
+        running.stop(self.stop_timeout_s, unlink=False)
+        del _publishers[self.name]
+        try:
+            self._start(server)
+        except ShmconfError:
+            # Last known good: bring back the publisher that worked.
+            self._start(server, running)
+            raise
+
+    def on_exit(self, server: Any) -> None:
+        """Stop the publisher; remove the segment and lock file (gunicorn ``on_exit``)."""
+        process = _publishers.pop(self.name, None)
+        if process is None:
+            return
+        process.stop(self.stop_timeout_s)
+        _log(server).info("shmconf: publisher of %r stopped", self.name)
+
+    # -- workers -----------------------------------------------------------------
+
+    def post_fork(self, server: Any, worker: Any) -> None:
+        """Attach this worker and make it the process reader (gunicorn ``post_fork``).
+
+        Afterwards ``shmconf.current()`` and ``shmconf.reader()`` work in the
+        worker. A worker that cannot attach fails to boot, with the reason.
+        """
+        reader = attach_worker(
+            self.name, self.model, timeout=self.attach_timeout_s,
+            refresh_interval_s=self.refresh_interval_s, on_attach=self.on_attach,
+        )
+        _log(server).debug("shmconf: worker %s attached to %r at generation %d",
+                           os.getpid(), self.name, reader.generation)
+
+    def worker_exit(self, server: Any, worker: Any) -> None:
+        """Close this worker's reader (gunicorn ``worker_exit``; optional).
+
+        Frees the worker's reader-table entry at once; without this hook the
+        entry is freed when ``shmconf status`` finds the process gone.
+        """
+        detach_worker(self.name)
+
+    def reader(self) -> Reader[Any]:
+        """This worker's reader (the same as ``shmconf.reader()``)."""
+        from shmconf import _current
+
+        return _current.reader()
+
+
+def _log(server: Any) -> Any:
+    """gunicorn's error log when there is a server, else this module's logger."""
+    return getattr(server, "log", None) or log

@@ -1,0 +1,249 @@
+"""Prometheus metrics for a published config: a custom collector.
+
+Needs ``prometheus_client`` (``pip install 'shmconf[prometheus]'``).
+
+Two ways to collect, both at scrape time only; workers do nothing per request:
+
+* **In the publisher's process**: ``ShmconfCollector(publisher=pub)`` reads
+  ``pub.stats`` and times every publish through ``pub.on_publish``, so it
+  also exports the publish-duration histogram. ``serve_publisher_metrics``
+  (and ``ShmconfHooks(metrics_port=...)`` for gunicorn) serve it.
+* **Anywhere on the host**: ``ShmconfCollector("myapp")`` reads what
+  ``shmconf status`` reads: the segment's header and reader table, and the
+  running publisher's status file (publishes, rejections).
+
+Both export the readers: the generation each live worker holds and how many
+generations it is behind, read from the reader table that workers update
+only when they adopt a new generation.
+
+============================================== ========= ==========================
+metric                                         type      labels
+============================================== ========= ==========================
+shmconf_generation                             gauge     name
+shmconf_publisher_up                           gauge     name
+shmconf_publishes_total                        counter   name
+shmconf_unchanged_total                        counter   name
+shmconf_rejections_total                       counter   name, reason
+shmconf_last_publish_timestamp_seconds         gauge     name
+shmconf_publish_duration_seconds               histogram name (publisher process only)
+shmconf_readers                                gauge     name
+shmconf_reader_generation                      gauge     name, pid
+shmconf_reader_lag                             gauge     name, pid
+============================================== ========= ==========================
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from shmconf import _table, segment
+from shmconf._errors import SegmentNotFoundError
+
+if TYPE_CHECKING:
+    from shmconf.publisher import Publisher
+    from shmconf.status import ReaderStatus
+
+log = logging.getLogger("shmconf.integrations.prometheus")
+
+#: Publish durations are sub-millisecond for small configs and tens of
+#: milliseconds for megabytes (the bars in DESIGN: 1 ms / 50 ms).
+DEFAULT_BUCKETS_S: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)
+#: Rejection reasons always exported (as 0 until they happen), so rate() works.
+REJECTION_REASONS: Final = ("source", "validation", "size", "io", "error")
+
+_INSTALL_HINT: Final = (
+    "shmconf.integrations.prometheus needs prometheus_client: "
+    "pip install 'shmconf[prometheus]' (or pip install prometheus-client)"
+)
+
+
+def _client() -> Any:
+    """``prometheus_client.core``, imported only when metrics are used."""
+    try:
+        import prometheus_client.core
+    except ImportError:
+        raise ImportError(_INSTALL_HINT) from None
+    return prometheus_client.core
+
+
+class _Histogram:
+    """Cumulative bucket counts, fed by the publishing thread, read by scrapes."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.bounds = sorted(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+            self.total += seconds
+
+    def snapshot(self) -> tuple[list[tuple[str, float]], float]:
+        with self._lock:
+            counts, total = list(self.counts), self.total
+        buckets, running = [], 0
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], counts, strict=True):
+            running += count
+            buckets.append((bound, float(running)))
+        return buckets, total
+
+
+class ShmconfCollector:
+    """A ``prometheus_client`` collector for one config.
+
+    Args:
+        name: the config's name (collect as ``shmconf status`` does).
+        publisher: a publisher in this process (collect from its stats, and
+            time its publishes); its name is used.
+        buckets_s: upper bounds of the publish-duration histogram, in seconds.
+
+    Register it with ``prometheus_client.REGISTRY.register(collector)`` or a
+    registry of your own.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        publisher: Publisher | None = None,
+        buckets_s: Sequence[float] = DEFAULT_BUCKETS_S,
+    ) -> None:
+        self._core = _client()
+        if publisher is None and name is None:
+            raise TypeError("ShmconfCollector needs a config name or a publisher")
+        self.name = publisher.name if publisher is not None else segment.validate_name(str(name))
+        self.publisher = publisher
+        self._durations = _Histogram(buckets_s)
+        if publisher is not None:
+            publisher.on_publish(self._observe)
+
+    def _observe(self, generation: int, meta: Mapping[str, Any]) -> None:
+        # on_publish runs after stats.record_publish, so this is the publish
+        # that just finished.
+        if self.publisher is not None:
+            self._durations.observe(self.publisher.stats.last_duration_s)
+
+    def describe(self) -> list[Any]:
+        """The metric families without samples: registering never touches the segment."""
+        return list(self._families().values())
+
+    def collect(self) -> Iterator[Any]:
+        """Read the state now and yield the metric families."""
+        families = self._families()
+        try:
+            if self.publisher is not None:
+                self._from_publisher(families)
+            else:
+                self._from_status(families)
+        except SegmentNotFoundError:
+            families["publisher_up"].add_metric([self.name], 0.0)
+        except (OSError, ValueError) as exc:
+            # A scrape must not fail because the segment is being replaced.
+            log.warning("config %r: cannot collect metrics: %s", self.name, exc)
+        yield from families.values()
+
+    def _families(self) -> dict[str, Any]:
+        core = self._core
+        name_label = ["name"]
+        return {
+            "generation": core.GaugeMetricFamily(
+                "shmconf_generation", "Published config generation.", labels=name_label),
+            "publisher_up": core.GaugeMetricFamily(
+                "shmconf_publisher_up", "1 while a publisher runs and heartbeats.",
+                labels=name_label),
+            "publishes": core.CounterMetricFamily(
+                "shmconf_publishes", "New generations published by the running publisher.",
+                labels=name_label),
+            "unchanged": core.CounterMetricFamily(
+                "shmconf_unchanged", "Reloads whose content was unchanged (nothing published).",
+                labels=name_label),
+            "rejections": core.CounterMetricFamily(
+                "shmconf_rejections", "Configs rejected, by reason; the last good one stays.",
+                labels=["name", "reason"]),
+            "last_publish": core.GaugeMetricFamily(
+                "shmconf_last_publish_timestamp_seconds",
+                "Unix time of the last publish.", labels=name_label),
+            "duration": core.HistogramMetricFamily(
+                "shmconf_publish_duration_seconds",
+                "Time to validate, serialize and write one generation.", labels=name_label),
+            "readers": core.GaugeMetricFamily(
+                "shmconf_readers", "Live reader processes attached.", labels=name_label),
+            "reader_generation": core.GaugeMetricFamily(
+                "shmconf_reader_generation", "Generation held by each live reader process.",
+                labels=["name", "pid"]),
+            "reader_lag": core.GaugeMetricFamily(
+                "shmconf_reader_lag",
+                "Generations a live reader process is behind the published one.",
+                labels=["name", "pid"]),
+        }
+
+    def _from_publisher(self, families: dict[str, Any]) -> None:
+        publisher = self.publisher
+        assert publisher is not None
+        stats = publisher.stats
+        generation = publisher.generation
+        label = [self.name]
+        families["generation"].add_metric(label, float(generation))
+        families["publisher_up"].add_metric(label, 1.0)
+        families["publishes"].add_metric(label, float(stats.publishes))
+        families["unchanged"].add_metric(label, float(stats.unchanged))
+        self._rejections(families, dict(stats.rejections))
+        families["last_publish"].add_metric(label, stats.last_publish_ns / 1e9)
+        buckets, total = self._durations.snapshot()
+        families["duration"].add_metric(label, buckets, total)
+        anchor = publisher.writer.anchor
+        live = [e for e in _table.entries(anchor) if _table.pid_alive(e.pid)]
+        self._readers(families, generation, [(e.pid, e.generation) for e in live])
+
+    def _from_status(self, families: dict[str, Any]) -> None:
+        from shmconf.status import collect
+
+        status = collect(self.name, reclaim=False)
+        service = status.service
+        label = [self.name]
+        families["generation"].add_metric(label, float(status.generation))
+        families["publisher_up"].add_metric(label, 1.0 if status.publisher_alive else 0.0)
+        families["last_publish"].add_metric(label, status.published_ns / 1e9)
+        if service:
+            families["publishes"].add_metric(label, float(service.get("publishes", 0)))
+            self._rejections(families, dict(service.get("rejections") or {}))
+        readers: list[ReaderStatus] = [r for r in status.readers if r.alive]
+        self._readers(families, status.generation, [(r.pid, r.generation) for r in readers])
+
+    def _rejections(self, families: dict[str, Any], counts: dict[str, int]) -> None:
+        for reason in sorted({*REJECTION_REASONS, *counts}):
+            families["rejections"].add_metric([self.name, reason], float(counts.get(reason, 0)))
+
+    def _readers(
+        self, families: dict[str, Any], published: int, held: list[tuple[int, int]]
+    ) -> None:
+        families["readers"].add_metric([self.name], float(len(held)))
+        for pid, generation in held:
+            labels = [self.name, str(pid)]
+            families["reader_generation"].add_metric(labels, float(generation))
+            families["reader_lag"].add_metric(labels, float(max(0, published - generation)))
+
+
+def serve_publisher_metrics(publisher: Publisher, port: int, addr: str = "127.0.0.1") -> Any:
+    """Serve ``/metrics`` for ``publisher`` on a thread; returns the HTTP server.
+
+    A registry of its own, so only shmconf's metrics are served (no
+    process or platform collectors of whoever embeds the publisher).
+    """
+    core = _client()
+    import prometheus_client
+
+    registry = core.CollectorRegistry(auto_describe=False)
+    registry.register(ShmconfCollector(publisher=publisher))
+    server, _thread = prometheus_client.start_http_server(port, addr, registry=registry)
+    log.info("config %r: metrics on http://%s:%d/metrics", publisher.name, addr,
+             server.server_port)
+    return server

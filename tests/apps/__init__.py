@@ -1,0 +1,1 @@
+"""Apps and helpers that the integration tests run under real servers."""
