@@ -131,6 +131,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         group=args.group,
         max_bytes=args.max_bytes,
         standby=args.standby,
+        start_without_source=args.start_without_source,
     )
     try:
         publisher.serve_forever()
@@ -188,6 +189,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         first, *more = str(service["last_error"]).splitlines()
         rows.append(("last error", first))
         rows += [("", line.strip()) for line in more]
+    for health in service.get("source_health") or []:
+        state = health.get("state", "?")
+        shown = _colour(state, "32" if state == "ok" else "33")
+        rows.append(("source", f"{health.get('source')}: {shown} (revision "
+                               f"{health.get('revision')})"))
+        if health.get("error"):
+            rows.append(("", str(health["error"])))
     if service.get("rejections"):
         rows.append(("rejections", ", ".join(f"{k} {v}" for k, v in service["rejections"].items())))
     print(_table(rows))
@@ -489,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest serialized config accepted")
     p.add_argument("--standby", action="store_true",
                    help="wait for the running publisher to exit, then take over")
+    p.add_argument("--start-without-source", action="store_true",
+                   help="if a source (etcd) is down at start, serve the last good version")
 
     p = add("validate", cmd_validate, "load and validate files without publishing", named=False)
     p.add_argument("-c", "--config", action="append", required=True, metavar="FILE")

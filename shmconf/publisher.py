@@ -135,6 +135,9 @@ class Publisher:
         runtime_dir: where the lock and the state live (see ``shmconf._paths``).
         standby: wait for the writer lock instead of failing.
         standby_timeout: seconds a standby waits (None: forever).
+        start_without_source: when a source cannot be read at start (etcd is
+            down), serve the last good version (the segment's, or the
+            history's newest) instead of failing, and publish once it is back.
     """
 
     _writer: Writer | None = None
@@ -156,6 +159,7 @@ class Publisher:
         standby: bool = False,
         standby_timeout: float | None = None,
         slot_capacity: int = L.DEFAULT_SLOT_CAPACITY,
+        start_without_source: bool = False,
     ) -> None:
         self.name = segment.validate_name(name)
         if model is not None and not hasattr(model, "model_validate"):
@@ -167,6 +171,7 @@ class Publisher:
         self.poll = poll
         self.env_prefix = env_prefix
         self.max_bytes = max_bytes
+        self.start_without_source = start_without_source
         self._sources = self._open_sources(sources)
         gid = _resolve_gid(group)
         mode = 0o600 if gid is None else 0o660
@@ -500,16 +505,42 @@ class Publisher:
                 poll_s=self.poll,
             )
             self._watcher.start()
+        try:
+            self._publish_initial()
+        except BaseException:
+            self._end()
+            raise
+        # Watches of other sources resume from the revision just read, so
+        # starting them after the initial publish misses nothing.
         for source in self._sources:
             stop = source.start_watch(self.request_reload)
             if stop is not None:
                 self._source_watches.append(stop)
+        self.write_status()
+
+    def _publish_initial(self) -> None:
         try:
             self.publish_now()
-        except BaseException:
-            self._end()
-            raise
-        self.write_status()
+        except SourceError as exc:
+            if not self.start_without_source:
+                raise
+            if self._digest is not None:
+                log.warning("config %r: %s; serving generation %d until the source is back",
+                            self.name, exc, self.generation)
+            else:
+                versions = self.history.versions()
+                if not versions:
+                    raise SourceError(
+                        exc.source, f"{exc.reason}; and no last good version is kept to "
+                        "start without it", exc.line, exc.column,
+                    ) from None
+                last = versions[-1]
+                self._publish(last.data, self.validate(last.data), origin="history",
+                              source_names=last.sources)
+                log.warning("config %r: %s; serving the last good version from history "
+                            "until the source is back", self.name, exc)
+            self.stats.rejections["source"] += 1
+            self.stats.last_error = str(exc)
 
     def _loop(self) -> None:
         """Dispatch queued events until "stop"; heartbeat whenever idle."""

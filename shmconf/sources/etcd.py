@@ -149,6 +149,13 @@ class EtcdSource(Source):
         key, end = self._key_range()
         failures = 0
         while not self._stopping.is_set():
+            if self.revision == 0 and not self._resync(on_change):
+                # Never read (etcd was down at start): no revision to watch from.
+                self._state = "retrying"
+                if self._stopping.wait(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)]):
+                    return
+                failures += 1
+                continue
             try:
                 for revision in self.client.watch(key, end, self.revision + 1, self._stopping):
                     failures = 0
@@ -176,13 +183,17 @@ class EtcdSource(Source):
                 continue
             return
 
-    def _resync(self, on_change: Callable[[], None]) -> None:
+    def _resync(self, on_change: Callable[[], None]) -> bool:
         """Read the current revision and ask for a reload (the digest dedups)."""
         key, end = self._key_range()
-        with contextlib.suppress(EtcdError):
+        try:
             result = self.client.range(key, end)
-            self.revision = max(self.revision, result.revision)
-            on_change()
+        except EtcdError as exc:
+            self._error = str(exc)
+            return False
+        self.revision = max(self.revision, result.revision)
+        on_change()
+        return True
 
 
 def _public(url: str) -> str:
