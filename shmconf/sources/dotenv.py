@@ -1,29 +1,45 @@
 """``.env`` files: ``KEY=VALUE`` lines, as pydantic-settings and docker read them.
 
-``#`` starts a comment line; blank lines are skipped; ``export KEY=VALUE``
-works. Values may be 'single quoted' (taken as is) or "double quoted"
-(``\\n``, ``\\t``, ``\\"`` and ``\\\\`` are unescaped). ``__`` in a key nests:
-``DATABASE__HOST=db`` is ``{"database": {"host": "db"}}``. Keys are lower
-cased. Every value is a string; the model converts it. A line without ``=``
-is an error naming its line.
+* ``#`` at the start of a line makes it a comment; blank lines are skipped.
+* ``export KEY=VALUE`` works (the ``export`` is dropped).
+* Values may be ``'single quoted'`` (taken as they are) or ``"double
+  quoted"`` (``\\n``, ``\\t``, ``\\r``, ``\\"`` and ``\\\\`` are unescaped); a
+  quoted value ends on its line. Unquoted values end at `` #`` (a comment
+  needs a space before it) and are stripped.
+* ``__`` in a key nests: ``DATABASE__HOST=db`` is ``{"database": {"host":
+  "db"}}``. Keys are lower-cased.
+* Every value is a string; the model converts it.
+* A line without ``=``, a bad key, a duplicate key, an unterminated quote or
+  text after a closing quote is an error naming the line.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from shmconf._errors import SourceError
-from shmconf.sources.base import FileSource
+from shmconf.sources.base import FileSource, KeyPath
 
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+#: What a key may hold (the same as a shell variable, plus ``.`` and ``-``).
+_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+#: Escapes understood inside double quotes.
+_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+#: An unquoted value's inline comment: `` #`` to the end of the line.
+_INLINE_COMMENT: Final = re.compile(r"\s+#")
+#: The separator that nests keys, as in pydantic-settings' ``env_nested_delimiter``.
+NESTED_DELIMITER: Final = "__"
 
 
 def nest(target: dict[str, Any], key: str, value: Any, where: str,
          line: int | None = None) -> None:
-    """Set ``value`` at the path ``key`` splits into at ``__`` (lower cased)."""
-    parts = key.lower().split("__")
+    """Set ``value`` at the path that ``key`` splits into at ``__``, lower-cased.
+
+    Raises:
+        SourceError: naming ``where`` (and ``line``) when a part is empty or
+            the key both holds a value and has keys below it.
+    """
+    parts = key_path(key)
     if not all(parts):
         raise SourceError(where, f"key {key!r} has an empty part between '__'", line)
     node = target
@@ -38,13 +54,39 @@ def nest(target: dict[str, Any], key: str, value: Any, where: str,
     node[parts[-1]] = value
 
 
+def key_path(key: str) -> list[str]:
+    """``DATABASE__HOST`` -> ``["database", "host"]``."""
+    return key.lower().split(NESTED_DELIMITER)
+
+
 class DotenvSource(FileSource):
+    """A ``.env`` file; see the module docstring for the syntax."""
+
     suffixes: ClassVar[tuple[str, ...]] = (".env",)
-    format_name: ClassVar[str] = ".env"
 
     def parse(self, text: str) -> Any:
         data: dict[str, Any] = {}
         seen: dict[str, int] = {}
+        for number, key, value in self._lines(text):
+            lowered = key.lower()
+            if lowered in seen:
+                raise SourceError(self.name, f"duplicate key {key!r} (first on line "
+                                             f"{seen[lowered]})", number)
+            seen[lowered] = number
+            nest(data, key, self._value(value, number), self.name, number)
+        if not data:
+            raise self.empty()
+        return data
+
+    def locate(self, text: str, path: KeyPath) -> tuple[int, int] | None:
+        for number, key, _ in self._lines(text):
+            if tuple(key_path(key))[: len(path)] == path:
+                return number, 1
+        return None
+
+    def _lines(self, text: str) -> list[tuple[int, str, str]]:
+        """``(line number, key, raw value)`` of each setting line."""
+        found = []
         for number, raw in enumerate(text.splitlines(), start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
@@ -54,32 +96,34 @@ class DotenvSource(FileSource):
             key, sep, value = line.partition("=")
             key = key.strip()
             if not sep:
-                raise SourceError(self.name, f"expected KEY=VALUE, found no '=' in {key[:40]!r}",
+                # The line is not echoed: it could be a secret pasted on its own.
+                raise SourceError(self.name, "expected KEY=VALUE, found a line without '='",
                                   number)
             if not _KEY.fullmatch(key):
-                raise SourceError(self.name, f"invalid key {key[:40]!r}", number)
-            if key.lower() in seen:
-                raise SourceError(self.name, f"duplicate key {key!r} (first on line "
-                                             f"{seen[key.lower()]})", number)
-            seen[key.lower()] = number
-            nest(data, key, self._value(value.strip(), number), self.name, number)
-        return data
+                raise SourceError(self.name, "invalid key: use letters, digits and _ (and "
+                                             "'.' or '-'), not starting with a digit", number)
+            found.append((number, key, value.strip()))
+        return found
 
     def _value(self, value: str, line: int) -> str:
-        if value[:1] in ("'", '"'):
-            quote = value[0]
-            end = _closing_quote(value, quote)
-            if end < 0:
-                raise SourceError(self.name, f"unterminated {quote} quote", line)
-            inner = value[1:end]
-            if quote == '"':
-                inner = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m[1], "\\" + m[1]), inner)
-            return inner
-        # Unquoted: an inline comment needs whitespace before '#'.
-        return re.split(r"\s+#", value, maxsplit=1)[0].strip()
+        if value[:1] not in ("'", '"'):
+            return _INLINE_COMMENT.split(value, maxsplit=1)[0].strip()
+        quote = value[0]
+        end = _closing_quote(value, quote)
+        if end < 0:
+            raise SourceError(self.name, f"unterminated {quote} quote (quoted values end on "
+                                         "their line)", line)
+        rest = value[end + 1:].strip()
+        if rest and not rest.startswith("#"):
+            raise SourceError(self.name, f"text after the closing {quote} quote", line)
+        inner = value[1:end]
+        if quote == '"':
+            inner = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m[1], "\\" + m[1]), inner)
+        return inner
 
 
 def _closing_quote(value: str, quote: str) -> int:
+    """Index of the quote that closes ``value[0]``, or -1."""
     i = 1
     while i < len(value):
         if value[i] == "\\" and quote == '"':

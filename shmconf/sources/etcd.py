@@ -27,7 +27,7 @@ compacted revision triggers a full re-read.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
 import threading
@@ -35,8 +35,6 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
-
-import orjson
 
 from shmconf._errors import SourceError
 from shmconf._etcd import (
@@ -204,10 +202,16 @@ def _public(url: str) -> str:
 
 
 def _parse_value(raw: bytes) -> Any:
+    """JSON where the value parses as JSON, else the text.
+
+    The standard library parses it, not orjson: orjson turns integers beyond
+    64 bits into floats silently, and the source checks must see them.
+    """
+    text = raw.decode("utf-8")
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw.decode("utf-8")
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _nest(name: str, prefix: str, items: list[tuple[bytes, bytes]]) -> dict[str, Any]:

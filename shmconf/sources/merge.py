@@ -4,7 +4,7 @@
 * Lists are replaced whole, never concatenated (a later source that lists
   two servers means two servers).
 * An explicit ``null`` in a later source sets the value to ``None``; it does
-  not delete the key (use the model's default by leaving the key out).
+  not delete the key (leave the key out to keep the earlier value).
 * A mapping replaces a scalar and a scalar replaces a mapping.
 
 ``LoadedConfig.origins`` remembers which source set each value, so that a
@@ -13,83 +13,154 @@ model error can say "``database.port``: ... (set in prod.toml)".
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from shmconf.sources.base import Source
+from shmconf.sources.base import FileSource, Source, check_data
 from shmconf.sources.dotenv import nest
+
+#: One level of the origin tree: key -> (source name, the levels below).
+_OriginTree = dict[str, tuple[str, "_OriginTree"]]
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` merged over ``base`` (see the module docstring); inputs untouched."""
-    merged = dict(base)
-    for key, value in override.items():
-        current = merged.get(key)
-        if isinstance(current, Mapping) and isinstance(value, Mapping):
-            merged[key] = deep_merge(current, value)
-        else:
-            merged[key] = value
+    """``override`` layered over ``base`` by the rules in the module docstring.
+
+    Returns:
+        A new mapping that shares no dict or list with the inputs, which are
+        left untouched.
+    """
+    merged: dict[str, Any] = _copy(base)
+    _merge_into(merged, _copy(override))
     return merged
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
+
+
+def _merge_into(target: dict[str, Any], override: Mapping[str, Any]) -> None:
+    """Merge ``override`` into ``target`` in place, taking over its containers."""
+    for key, value in override.items():
+        current = target.get(key)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            _merge_into(current, value)
+        else:
+            target[key] = value
 
 
 @dataclass(frozen=True)
 class LoadedConfig:
     """The merged data of several sources, and who set what."""
 
+    #: The merged mapping.
     data: dict[str, Any]
-    #: Key path -> name of the source that set the value there last.
+    #: Key path -> name of the source that set the value there last. Every
+    #: mapping key a source set is recorded, at every level; list items are
+    #: not (a list is replaced whole, so its source is the list's).
     origins: dict[tuple[str, ...], str] = field(default_factory=dict)
+    #: Names of the sources, in the order they were layered.
     sources: tuple[str, ...] = ()
     #: Source name -> its revision, for sources that have one (etcd).
     revisions: dict[str, int] = field(default_factory=dict)
 
     def origin_of(self, path: Sequence[str | int]) -> str | None:
-        """The source that set the value at ``path`` (or its nearest parent)."""
-        parts = tuple(str(p) for p in path)
+        """The source that set the value at ``path``, or at its nearest recorded parent.
+
+        ``path`` may be a pydantic error ``loc``: an ``int`` is a list index,
+        and the lookup stops at the list that holds it; parts that are not
+        keys (pydantic's ``[key]`` or a union member's name) fall back to the
+        longest prefix that is. Returns ``None`` when no source set any prefix.
+        """
+        parts: list[str] = []
+        for part in path:
+            if not isinstance(part, str):
+                break
+            parts.append(part)
         for end in range(len(parts), 0, -1):
-            found = self.origins.get(parts[:end])
+            found = self.origins.get(tuple(parts[:end]))
             if found is not None:
                 return found
         return None
 
 
-def _record(origins: dict[tuple[str, ...], str], data: Any,
-            origin: Callable[[tuple[str, ...]], str], path: tuple[str, ...] = ()) -> None:
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            here = (*path, key)
-            origins[here] = origin(here)
-            _record(origins, value, origin, here)
+def _record(tree: _OriginTree, data: Mapping[str, Any], source: Source,
+            path: tuple[str, ...] = ()) -> None:
+    """Note ``source`` as the origin of every key in ``data``.
 
-
-def _constant(origin: str) -> Callable[[tuple[str, ...]], str]:
-    return lambda _path: origin
-
-
-def env_overrides(prefix: str, environ: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
-    """``(variable, data)`` for each ``{PREFIX}A__B=value`` variable, sorted by name.
-
-    The prefix matches case-insensitively. A value that parses as a JSON
-    object or array is parsed; anything else stays a string for the model.
+    What an earlier source recorded below a key is kept only when both set a
+    mapping there (they merged); otherwise the new value replaced it all.
     """
-    found = []
-    for variable in sorted(environ):
-        if not variable.upper().startswith(prefix.upper()) or len(variable) == len(prefix):
-            continue
-        raw = environ[variable]
-        value: Any = raw
-        if raw.lstrip()[:1] in ("{", "["):
-            try:
-                value = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                value = raw
+    for key, value in data.items():
+        here = (*path, key)
+        previous = tree.get(key)
+        below: _OriginTree = previous[1] if previous and isinstance(value, Mapping) else {}
+        tree[key] = (source.origin(here), below)
+        if isinstance(value, Mapping):
+            _record(below, value, source, here)
+
+
+def _flatten(tree: _OriginTree, out: dict[tuple[str, ...], str],
+             path: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
+    for key, (origin, below) in tree.items():
+        here = (*path, key)
+        out[here] = origin
+        _flatten(below, out, here)
+    return out
+
+
+class _EnvSource(Source):
+    """One ``{PREFIX}A__B=value`` variable, as a source named ``env:{VARIABLE}``."""
+
+    def __init__(self, variable: str, key: str, raw: str) -> None:
+        self.name = f"env:{variable}"
+        self._key = key
+        self._raw = raw
+
+    def load(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
-        nest(data, variable[len(prefix):], value, f"env:{variable}")
-        found.append((variable, data))
+        nest(data, self._key, _env_value(self._raw), self.name)
+        return data  # load_sources() checks it, as for every non-file source
+
+
+def _env_value(raw: str) -> Any:
+    """A JSON object or array parsed (strict JSON only); anything else as the string."""
+    if raw.lstrip()[:1] not in ("{", "["):
+        return raw
+
+    def strict_pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(items)
+        if len(out) != len(items):
+            raise ValueError("duplicate key")
+        return out
+
+    def no_constant(token: str) -> Any:
+        raise ValueError(token)
+
+    try:
+        return json.loads(raw, object_pairs_hook=strict_pairs, parse_constant=no_constant)
+    except (ValueError, RecursionError):
+        return raw
+
+
+def env_sources(prefix: str, environ: Mapping[str, str]) -> list[Source]:
+    """A source for each variable whose name starts with ``prefix``, sorted by name.
+
+    The prefix matches case-insensitively, as in pydantic-settings; the rest
+    of the name is the key path (``__`` nests, lower-cased).
+    """
+    found: list[Source] = []
+    folded = prefix.casefold()
+    for variable in sorted(environ):
+        if len(variable) > len(prefix) and variable[: len(prefix)].casefold() == folded:
+            found.append(_EnvSource(variable, variable[len(prefix):], environ[variable]))
     return found
 
 
@@ -99,22 +170,39 @@ def load_sources(
     env_prefix: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> LoadedConfig:
-    """Load every source in order, merge them, then apply environment overrides."""
+    """Load every source in order, merge them, then apply environment overrides.
+
+    Args:
+        sources: sources, or file paths and URLs for :func:`open_source`;
+            later ones win.
+        env_prefix: when given, every environment variable starting with it
+            (case-insensitively) overrides the key it names:
+            ``{PREFIX}DATABASE__HOST=db`` sets ``database.host``. Off by default.
+        environ: the variables to read instead of ``os.environ``.
+
+    Returns:
+        The merged data, which source set each key, and the source names.
+
+    Raises:
+        SourceError: from the first source that cannot be loaded.
+    """
     from shmconf.sources import open_source
 
     opened = [s if isinstance(s, Source) else open_source(s) for s in sources]
+    layers = list(opened)
+    if env_prefix:
+        layers += env_sources(env_prefix, os.environ if environ is None else environ)
     merged: dict[str, Any] = {}
-    origins: dict[tuple[str, ...], str] = {}
+    tree: _OriginTree = {}
     revisions: dict[str, int] = {}
-    for source in opened:
+    for source in layers:
         data = source.load()
+        if not isinstance(source, FileSource):
+            # File sources check their own data (with line numbers); any other
+            # source is held to the same contract here.
+            data = check_data(data, source.name)
         if source.revision is not None:
             revisions[source.name] = source.revision
-        merged = deep_merge(merged, data)
-        _record(origins, data, source.origin)
-    if env_prefix:
-        for variable, data in env_overrides(env_prefix,
-                                            os.environ if environ is None else environ):
-            merged = deep_merge(merged, data)
-            _record(origins, data, _constant(f"env:{variable}"))
-    return LoadedConfig(merged, origins, tuple(s.name for s in opened), revisions)
+        _record(tree, data, source)
+        _merge_into(merged, data)
+    return LoadedConfig(merged, _flatten(tree, {}), tuple(s.name for s in opened), revisions)
