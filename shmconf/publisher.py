@@ -553,10 +553,31 @@ class Publisher:
                 continue
             if event == "stop":
                 return
+            if event == "reload":
+                event = self._coalesce_reloads()
+                if event == "stop":
+                    return
             # A SIGHUP carries out a pending CLI request if there is one, else reloads.
             if event == "reload" or (event == "hup" and not self.handle_request()):
                 self.reload()
             writer.heartbeat()
+
+    def _coalesce_reloads(self) -> str:
+        """Drop reloads queued behind this one: one reload reads every change.
+
+        A burst of watch responses (etcd) or a SIGHUP storm then costs one
+        reload. A queued "stop" or "hup" is kept and wins.
+        """
+        event = "reload"
+        while True:
+            try:
+                queued = self._events.get_nowait()
+            except queue.Empty:
+                return event
+            if queued == "stop":
+                return "stop"
+            if queued == "hup":
+                event = "hup"
 
     def _end(self) -> None:
         while self._source_watches:
