@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: all venv demo test lint typecheck unit bench bench-quick fuzz soak clean
+.PHONY: all venv demo test lint typecheck unit bench bench-quick bench-servers fuzz soak clean
 
 all: test
 
@@ -22,6 +22,15 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
+# Redis and etcd from Debian, for the side-by-side and fan-out benchmarks;
+# a missing one is reported in docs/bench.md, never silently dropped.
+bench-servers:
+	@command -v redis-server >/dev/null && command -v etcd >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server etcd-server >/dev/null; } || \
+	  echo "redis-server or etcd missing and not installable here; bench reports it"
+
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
@@ -36,7 +45,7 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) bench-servers
 	$(BIN)/python -m bench
 
 bench-quick: $(BENCH_STAMP)
