@@ -6,9 +6,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from settings import Settings  # noqa: E402 - the demo's own module
+from settings import Settings
 
-import shmconf  # noqa: E402
+import shmconf
 
 reader = shmconf.attach("demo", model=Settings, timeout=10)
 held = 0
