@@ -10,24 +10,15 @@ import pytest
 
 from shmconf import SourceError
 from shmconf.sources import DotenvSource, open_source
+from tests.helpers import load_fails, load_text
 
 
 def load(tmp_path: Path, text: str, name: str = "app.env") -> dict[str, Any]:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return open_source(path).load()
+    return load_text(tmp_path, name, text)
 
 
 def fails(tmp_path: Path, text: str, match: str) -> SourceError:
-    """Loading ``text`` fails; ``match`` is searched in the message after the file name."""
-    path = tmp_path / "app.env"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(SourceError) as info:
-        open_source(path).load()
-    message = str(info.value)
-    assert message.startswith(str(path)), message
-    assert re.search(match, message[len(str(path)):]), message
-    return info.value
+    return load_fails(tmp_path, "app.env", text, match)
 
 
 def test_a_file_named_dot_env_is_a_dotenv_source(tmp_path: Path) -> None:

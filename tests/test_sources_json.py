@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -10,24 +9,15 @@ import pytest
 
 from shmconf import SourceError
 from shmconf.sources import JsonSource, open_source
+from tests.helpers import load_fails, load_text
 
 
-def load(tmp_path: Path, text: str) -> dict[str, Any]:
-    path = tmp_path / "app.json"
-    path.write_text(text, encoding="utf-8")
-    return open_source(path).load()
+def load(tmp_path: Path, text: str, name: str = "app.json") -> dict[str, Any]:
+    return load_text(tmp_path, name, text)
 
 
 def fails(tmp_path: Path, text: str, match: str) -> SourceError:
-    """Loading ``text`` fails; ``match`` is checked against the message after the file name."""
-    path = tmp_path / "app.json"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(SourceError) as info:
-        open_source(path).load()
-    message = str(info.value)
-    assert message.startswith(str(path)), message
-    assert re.search(match, message[len(str(path)):]), message
-    return info.value
+    return load_fails(tmp_path, "app.json", text, match)
 
 
 def test_loads_every_json_type(tmp_path: Path) -> None:

@@ -10,24 +10,15 @@ import pytest
 
 from shmconf import SourceError
 from shmconf.sources import TomlSource, open_source
+from tests.helpers import load_fails, load_text
 
 
-def load(tmp_path: Path, text: str) -> dict[str, Any]:
-    path = tmp_path / "app.toml"
-    path.write_text(text, encoding="utf-8")
-    return open_source(path).load()
+def load(tmp_path: Path, text: str, name: str = "app.toml") -> dict[str, Any]:
+    return load_text(tmp_path, name, text)
 
 
 def fails(tmp_path: Path, text: str, match: str) -> SourceError:
-    """Loading ``text`` fails; ``match`` is searched in the message after the file name."""
-    path = tmp_path / "app.toml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(SourceError) as info:
-        open_source(path).load()
-    message = str(info.value)
-    assert message.startswith(str(path)), message
-    assert re.search(match, message[len(str(path)):]), message
-    return info.value
+    return load_fails(tmp_path, "app.toml", text, match)
 
 
 def test_loads_tables_arrays_and_inline_tables(tmp_path: Path) -> None:

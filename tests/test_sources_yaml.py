@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 import tracemalloc
@@ -13,27 +12,17 @@ import pytest
 import yaml
 
 from shmconf import SourceError
-from shmconf.sources import open_source
 from shmconf.sources.base import MAX_NODES
 from shmconf.sources.yaml import _loader_class
+from tests.helpers import load_fails, load_text
 
 
 def load(tmp_path: Path, text: str, name: str = "app.yaml") -> dict[str, Any]:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return open_source(path).load()
+    return load_text(tmp_path, name, text)
 
 
 def fails(tmp_path: Path, text: str, match: str) -> SourceError:
-    """Loading ``text`` fails; ``match`` is searched in the message after the file name."""
-    path = tmp_path / "app.yaml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(SourceError) as info:
-        open_source(path).load()
-    message = str(info.value)
-    assert message.startswith(str(path)), message
-    assert re.search(match, message[len(str(path)):]), message
-    return info.value
+    return load_fails(tmp_path, "app.yaml", text, match)
 
 
 def test_loads_plain_data(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import datetime, timezone
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import orjson
 
@@ -105,12 +105,16 @@ def _render(reader: Reader[Any] | None, show_config: bool) -> tuple[str, bytes]:
     return "200 OK", orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str)
 
 
-class DebugWSGI:
-    """The WSGI view that :func:`wsgi_app` returns."""
+#: The wrapped application: a WSGI or an ASGI callable.
+AppT = TypeVar("AppT")
+
+
+class _DebugView(Generic[AppT]):
+    """What the WSGI and the ASGI view share: the wrapped app and the options."""
 
     def __init__(
         self,
-        app: WSGIApp | None = None,
+        app: AppT | None = None,
         *,
         reader: Reader[Any] | None = None,
         show_config: bool = False,
@@ -120,6 +124,10 @@ class DebugWSGI:
         self.reader = reader
         self.show_config = show_config
         self.path = path
+
+
+class DebugWSGI(_DebugView[WSGIApp]):
+    """The WSGI view that :func:`wsgi_app` returns."""
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "") != self.path:
@@ -135,21 +143,8 @@ class DebugWSGI:
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
 
-class DebugASGI:
+class DebugASGI(_DebugView[ASGIApp]):
     """The ASGI view that :func:`asgi_app` returns."""
-
-    def __init__(
-        self,
-        app: ASGIApp | None = None,
-        *,
-        reader: Reader[Any] | None = None,
-        show_config: bool = False,
-        path: str = DEFAULT_PATH,
-    ) -> None:
-        self.app = app
-        self.reader = reader
-        self.show_config = show_config
-        self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") != self.path:
