@@ -8,7 +8,6 @@ Exit codes: 0 done, 1 failed (the message says why and what to do next),
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import signal
@@ -23,6 +22,7 @@ import orjson
 
 from shmconf import _paths, _snapshot, segment
 from shmconf._errors import ShmconfError
+from shmconf._model import import_model
 from shmconf.history import History, Version, write_private
 from shmconf.status import Status, collect
 
@@ -43,24 +43,14 @@ class CommandError(ShmconfError):
 # -- helpers ---------------------------------------------------------------------
 
 
-def import_model(spec: str | None) -> type[Any] | None:
-    """Import ``pkg.mod:Class`` (the current directory is importable, as in gunicorn)."""
+def load_model(spec: str | None) -> type[Any] | None:
+    """The ``--model pkg.mod:Class``, imported; a clear exit 1 when it cannot be."""
     if spec is None:
         return None
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise CommandError(f"--model must look like pkg.module:Class, got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise CommandError(f"cannot import model {spec!r}: {exc}") from exc
-    if not hasattr(obj, "model_validate"):
-        raise CommandError(f"--model {spec!r} is not a pydantic model class")
-    return obj  # type: ignore[no-any-return]
+        return import_model(spec)
+    except (ImportError, ValueError, TypeError) as exc:
+        raise CommandError(f"--model: {exc}") from None
 
 
 def _colour(text: str, code: str) -> str:
@@ -123,7 +113,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     publisher = Publisher(
         args.name,
         sources=args.config,
-        model=import_model(args.model),
+        model=load_model(args.model),
         debounce=args.debounce_ms / 1000,
         poll=args.poll,
         history=args.history,
@@ -144,7 +134,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from shmconf.sources import load_sources
 
-    model = import_model(args.model)
+    model = load_model(args.model)
     loaded = load_sources(args.config, env_prefix=args.env_prefix)
     if model is not None:
         from shmconf._errors import ConfigValidationError, validation_problems

@@ -10,15 +10,14 @@ thread for workers that sit idle but still want their change callbacks run.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from shmconf import _current
+from shmconf._model import import_model
 from shmconf.reader import Reader, attach
 
 log = logging.getLogger("shmconf.integrations")
@@ -57,22 +56,6 @@ def model_spec(model: type[Any] | str | None) -> tuple[type[Any] | None, str | N
     return model, spec
 
 
-def import_model(spec: str) -> type[Any]:
-    """Import ``pkg.mod:Class``; the current directory is importable, as in gunicorn."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"a model import string looks like 'pkg.module:Class', got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except AttributeError as exc:
-        raise ImportError(f"cannot import model {spec!r}: {exc}") from exc
-    if not hasattr(obj, "model_validate"):
-        raise TypeError(f"model {spec!r} is not a pydantic model class")
-    return obj  # type: ignore[no-any-return]
 
 
 class Refresher:

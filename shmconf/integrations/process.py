@@ -52,7 +52,8 @@ import orjson
 
 from shmconf import _paths, segment
 from shmconf._errors import PublisherRunningError, ShmconfError
-from shmconf.integrations._worker import import_model, model_spec
+from shmconf._model import import_model
+from shmconf.integrations._worker import model_spec
 
 log = logging.getLogger("shmconf.integrations.process")
 
