@@ -227,3 +227,17 @@ def test_unlink_refuses_live_publisher_then_leaves_nothing(running: Running) -> 
     result = run("unlink", running.name)
     assert result.returncode == 0, result.stderr
     assert segment.list_shm_names(running.name) == []
+
+
+def test_dead_reader_is_shown_once_then_reclaimed(running: Running) -> None:
+    proc = python("-m", "tests.procs.idle_reader", running.name, stdin=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("ready")
+    proc.send_signal(signal.SIGKILL)  # no chance to release its table entry
+    proc.communicate()
+    first = status_json(running.name)
+    assert {"pid": proc.pid, "generation": 1, "alive": False} in first["readers"]  # type: ignore[operator]
+    second = status_json(running.name)
+    assert all(r["pid"] != proc.pid for r in second["readers"])  # type: ignore[union-attr]
+    human = run("status", running.name)
+    assert "readers: none attached" in human.stdout
