@@ -75,3 +75,36 @@ def test_history_keeps_versions_and_rollback_publishes_old_content(name: str) ->
         with pytest.raises(shmconf.ShmconfError, match="not in the history"):
             publisher.rollback(to=1)
         publisher.unlink()
+
+
+def test_secret_paths_found_through_nesting_lists_dicts_and_optionals() -> None:
+    from typing import Optional
+
+    from pydantic import BaseModel, SecretBytes
+
+    from shmconf._snapshot import secret_paths
+
+    class Upstream(BaseModel):
+        host: str
+        token: Optional[SecretStr] = None  # noqa: UP045 - Optional on purpose
+
+    class Node(BaseModel):
+        name: str
+        children: list[Node] = []
+        key: SecretBytes | None = None
+
+    class Big(BaseModel):
+        plain: dict[str, int]
+        upstreams: list[Upstream]
+        by_name: dict[str, SecretStr]
+        tree: Node
+
+    big = Big.model_validate({
+        "plain": {"a": 1},
+        "upstreams": [{"host": "a"}, {"host": "b", "token": "t"}],
+        "by_name": {"x": "s1"},
+        "tree": {"name": "root", "children": [{"name": "leaf", "key": b"k"}]},
+    })
+    assert sorted(secret_paths(big)) == [
+        "by_name.x", "tree.children.0.key", "upstreams.1.token",
+    ]
