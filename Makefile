@@ -43,7 +43,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck unit
+# The bench smoke run checks only that every measure completes and writes its
+# report (bench/out/); it runs before pytest so that pytest's summary ends the log.
+test: lint typecheck bench-quick unit
 
 bench: $(BENCH_STAMP) bench-servers
 	$(BIN)/python -m bench

@@ -121,6 +121,16 @@ def measure(hosts_list: list[int], rounds: int) -> list[dict[str, float]]:
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+def bench_measure(session: Any) -> dict[str, Any]:
+    """The harness's entry (``python -m bench``): fewer hosts and rounds with --quick."""
+    from bench._common import BenchError
+
+    if shutil.which("etcd") is None:
+        raise BenchError("etcd: not installed (apt-get install etcd-server)")
+    hosts, rounds = ([1], 3) if session.quick else ([1, 2, 4, 8], 20)
+    return {"rows": measure(hosts, rounds), "readers_per_host": READERS_PER_HOST}
+
+
 def table(results: list[dict[str, float]]) -> str:
     lines = ["| simulated hosts | reader processes | p50 | p99 | max |",
              "| --- | --- | --- | --- | --- |"]

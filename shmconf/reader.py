@@ -321,13 +321,16 @@ class Reader(Generic[T]):
                 return _freeze(orjson.loads(payload))  # type: ignore[no-any-return]
             except orjson.JSONDecodeError:
                 raise _Unreadable from None
-        # With a model, pydantic parses the JSON itself, in one pass and
-        # without building the intermediate dicts (faster than orjson + validate).
+        # orjson, then the model: pydantic's own JSON parser is barely faster
+        # here and keeps a string cache in every worker (about 240 KB more
+        # private memory per worker for a 4 KB config).
         try:
-            return self._model(payload)
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise _Unreadable from None
+        try:
+            return self._model(data)
         except ValueError as exc:  # pydantic.ValidationError is a ValueError
-            if _is_json_error(exc):
-                raise _Unreadable from None
             raise ConfigValidationError(self.name, validation_problems(exc)) from None
 
     def _record(self, generation: int) -> None:
@@ -466,16 +469,10 @@ def value_at(obj: Any, parts: tuple[str, ...]) -> Any:
 def _model_validator(model: type[Any] | None) -> Callable[[Any], Any] | None:
     if model is None:
         return None
-    validate = getattr(model, "model_validate_json", None)
+    validate = getattr(model, "model_validate", None)
     if validate is None:
         raise TypeError(f"model must be a pydantic model class, got {model!r}")
     return validate  # type: ignore[no-any-return]
-
-
-def _is_json_error(exc: ValueError) -> bool:
-    """A payload that is not JSON at all (it passed the checksum: never in practice)."""
-    errors = getattr(exc, "errors", None)
-    return callable(errors) and any(e.get("type") == "json_invalid" for e in errors())
 
 
 def _trusted(trusted_owner: int | str | None) -> frozenset[int] | None:
