@@ -10,10 +10,13 @@ BENCH_STAMP := $(VENV)/.installed-bench
 
 all: test
 
+# atheris (coverage-guided fuzzing) only where a wheel exists; its test skips elsewhere.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --only-binary atheris 'atheris>=2.3' || \
+	  echo "atheris does not install here: the coverage-guided fuzz test is skipped"
 	touch $@
 
 venv: $(STAMP)
@@ -53,9 +56,16 @@ bench: $(BENCH_STAMP) bench-servers
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick
 
-# The corruption properties of tests/test_corruption.py, run far longer.
+# The corruption properties of tests/test_corruption.py, run far longer:
+# hypothesis, then atheris for FUZZ_SECONDS (crash inputs land in bench/out/fuzz/).
+FUZZ_SECONDS ?= 600
 fuzz: $(STAMP)
 	SHMCONF_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest -q tests/test_corruption.py
+	mkdir -p bench/out/fuzz
+	if $(BIN)/python -c 'import atheris' 2>/dev/null; then \
+	  $(BIN)/python tests/fuzz_segment.py -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=bench/out/fuzz/ -print_final_stats=1; \
+	else echo "atheris does not install here: the coverage-guided run is skipped"; fi
 
 soak: $(BENCH_STAMP)
 	$(BIN)/python -m bench.soak --minutes 10

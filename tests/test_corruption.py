@@ -1,7 +1,8 @@
 """Random bytes over any part of a segment: a clear ShmconfError or the last good snapshot.
 
-Never another exception type, never a crash, never garbage. A bounded
-hypothesis run here; ``make fuzz`` runs the same properties much longer.
+Never another exception type, never a crash, never garbage. Bounded
+hypothesis and atheris runs here; ``make fuzz`` runs the same properties much
+longer.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -18,6 +22,7 @@ from hypothesis import strategies as st
 import shmconf
 from shmconf import _layout as L
 from shmconf import segment
+from tests.helpers import REPO
 
 # `shmconf.reader` is also the name of a function (the process's reader), so
 # the module is reached through sys.modules.
@@ -26,6 +31,8 @@ reader_module = importlib.import_module("shmconf.reader")
 GOOD = {"service": {"name": "api", "port": 8080}, "features": ["a", "b"], "limit": 1.5}
 #: Examples per property in `make test`; `make fuzz` raises it.
 EXAMPLES = int(os.environ.get("SHMCONF_FUZZ_EXAMPLES", "150"))
+#: Inputs of the coverage-guided run (tests/fuzz_segment.py) in `make test`.
+ATHERIS_RUNS = 10_000
 
 fuzz_settings = settings(
     max_examples=EXAMPLES,
@@ -121,3 +128,16 @@ def test_header_parsing_of_random_bytes(name: str, header: bytes) -> None:
     finally:
         block.close()
         block.unlink()
+
+
+def test_coverage_guided_fuzzing_of_attach_and_get(name: str, tmp_path: Path) -> None:
+    pytest.importorskip("atheris", reason="atheris does not install here; hypothesis still runs")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "fuzz_segment.py"), f"-runs={ATHERIS_RUNS}",
+         f"-artifact_prefix={tmp_path}/"],
+        env={**os.environ, "SHMCONF_FUZZ_NAME": name},
+        capture_output=True, text=True, timeout=100, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-6000:]
+    assert f"Done {ATHERIS_RUNS} runs" in result.stderr
+    assert not segment.list_shm_names(name)
