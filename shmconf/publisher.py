@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Final
 import filelock
 import orjson
 
+from shmconf import _gc, _paths, _snapshot, segment
 from shmconf import _layout as L
-from shmconf import _paths, _snapshot, segment
 from shmconf._errors import (
     ConfigTooLargeError,
     ConfigValidationError,
@@ -283,7 +283,8 @@ class Publisher:
         if self.model is None:
             return None
         try:
-            return self.model.model_validate(data)
+            with _gc.paused():
+                return self.model.model_validate(data)
         except ValueError as exc:
             raise ConfigValidationError(self.name, validation_problems(exc, origin_of)) from None
 

@@ -14,14 +14,17 @@ Usage::
 
 ``make test`` runs a bounded run (``test_corruption.py``), ``make fuzz`` a long
 one. The fuzzing runs in a forked child, so that the parent removes the
-segment even when libFuzzer ends the child with ``exit()``.
+segment and the lock and history files even when libFuzzer ends the child
+with ``exit()``.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 FIRST = {"service": {"name": "api", "port": 8080}, "features": ["a", "b"], "limit": 1.5}
@@ -32,6 +35,9 @@ MAX_RUN = 64
 
 def main(argv: list[str]) -> int:
     name = os.environ.get("SHMCONF_FUZZ_NAME") or f"fuzz-{os.getpid()}"
+    # Locks and history go to a private directory, removed afterwards.
+    runtime_dir = tempfile.mkdtemp(prefix="shmconf-fuzz-")
+    os.environ["SHMCONF_RUNTIME_DIR"] = runtime_dir
     child = os.fork()
     if child == 0:
         try:
@@ -39,9 +45,13 @@ def main(argv: list[str]) -> int:
         finally:
             os._exit(70)  # atheris.Fuzz() returned or raised: not a clean end
     _, status = os.waitpid(child, 0)
-    from shmconf.integrations.process import remove_leftovers
+    # The last input left the segment damaged: a publisher would refuse to
+    # open it, so remove it by name.
+    from shmconf import segment
 
-    remove_leftovers(name)
+    for shm_name in segment.list_shm_names(name):
+        segment.unlink_shm(shm_name)
+    shutil.rmtree(runtime_dir, ignore_errors=True)
     return os.waitstatus_to_exitcode(status)
 
 

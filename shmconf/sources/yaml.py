@@ -22,10 +22,10 @@ C loader (``CSafeLoader``) is used when PyYAML was built with libyaml.
 from __future__ import annotations
 
 import functools
-import gc
 from types import ModuleType
 from typing import Any, ClassVar, Final
 
+from shmconf import _gc
 from shmconf._errors import SourceError
 from shmconf.sources.base import MAX_DEPTH, FileSource, KeyPath, check_expanded_size
 
@@ -66,17 +66,13 @@ class YamlSource(FileSource):
     def parse(self, text: str) -> Any:
         yaml = _yaml(self.name)
         loader = _loader_class(yaml)(text)
-        # PyYAML allocates a container per node; the cyclic GC would rescan
-        # them over and over (more than half of the time on a 1 MB file).
-        # Parsing makes no cycles worth collecting, so pause it meanwhile.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
         try:
-            node = self._compose(yaml, loader)
-            if node is None:
-                raise self.empty()
-            self._check_keys(loader, node, 1, set())
-            data = loader.construct_document(node)
+            with _gc.paused():  # PyYAML allocates a container per node
+                node = self._compose(yaml, loader)
+                if node is None:
+                    raise self.empty()
+                self._check_keys(loader, node, 1, set())
+                data = loader.construct_document(node)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             reason = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
@@ -87,8 +83,6 @@ class YamlSource(FileSource):
             raise SourceError(self.name, f"invalid YAML ({type(exc).__name__})") from None
         finally:
             loader.dispose()
-            if gc_was_enabled:
-                gc.enable()
         # Before normalize() copies anything: an alias bomb is refused here.
         check_expanded_size(data)
         return data
