@@ -60,7 +60,7 @@ bench-quick: $(BENCH_STAMP)
 # hypothesis, then atheris for FUZZ_SECONDS (crash inputs land in bench/out/fuzz/).
 FUZZ_SECONDS ?= 600
 fuzz: $(STAMP)
-	SHMCONF_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest -q tests/test_corruption.py
+	SHMCONF_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest -q --timeout=3600 tests/test_corruption.py
 	mkdir -p bench/out/fuzz
 	if $(BIN)/python -c 'import atheris' 2>/dev/null; then \
 	  $(BIN)/python tests/fuzz_segment.py -max_total_time=$(FUZZ_SECONDS) \

@@ -42,7 +42,14 @@ def _locked(anchor: SharedBlock) -> Iterator[None]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (owned by anyone)."""
+    """Whether a process with this pid exists (owned by anyone).
+
+    A pid outside 1 .. 2**31 - 1 can only come from a damaged entry: no
+    process has it, and ``os.kill`` would refuse it (or, for 0, signal a
+    whole process group).
+    """
+    if not 0 < pid < 1 << 31:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

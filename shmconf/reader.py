@@ -338,7 +338,10 @@ class Reader(Generic[T]):
             return
         if self._entry is None or self._pid != os.getpid():
             self._pid = os.getpid()
-            self._entry = _table.claim(anchor, self._pid, generation)
+            try:
+                self._entry = _table.claim(anchor, self._pid, generation)
+            except OSError as exc:  # the table lock failed (ENOLCK): reads go on
+                log.debug("config %r: not listed in the reader table: %s", self.name, exc)
         else:
             _table.update(anchor, self._entry, generation)
 

@@ -145,6 +145,29 @@ def test_reader_table_records_pid_and_generation(name: str, publisher) -> None:
     assert _table.entries(publisher.writer.anchor) == []
 
 
+@pytest.mark.parametrize("garbage_pid", [1 << 31, 0xFFFFFFFF])
+def test_reader_table_entry_with_impossible_pid_is_reclaimed(
+    name: str, publisher, garbage_pid: int
+) -> None:
+    import os
+
+    from shmconf import _layout as L
+
+    # A damaged entry where this process would claim first: no process has such a
+    # pid (os.kill would overflow on it), so the entry counts as dead and free.
+    index = os.getpid() % L.TABLE_ENTRIES
+    publisher.writer.anchor.words[(L.ANCHOR_HEADER_SIZE + index * L.TABLE_ENTRY_SIZE) // 8] = (
+        garbage_pid
+    )
+    assert not _table.pid_alive(garbage_pid)
+    reader = shmconf.attach(name, timeout=1)
+    try:
+        assert (index, os.getpid()) in [(e.slot, e.pid) for e in _table.entries(
+            publisher.writer.anchor)]
+    finally:
+        reader.close()
+
+
 def test_closed_reader_raises_and_leaves_segment(name: str, publisher) -> None:
     from shmconf import segment
 
