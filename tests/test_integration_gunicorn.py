@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 import shmconf
+from shmconf import status
 from shmconf.integrations.gunicorn import ShmconfHooks
 from tests.apps.models import seq_yaml
 from tests.apps.servers import (
@@ -137,6 +138,81 @@ def test_publisher_stops_and_cleans_up_when_the_master_dies(
             wait_until(lambda: nothing_left(name), 10, 0.02, "its segment to be removed")
         finally:
             kill_quietly(workers)
+
+
+def test_usr2_upgrade_hands_the_publisher_to_the_new_master(
+    tmp_path: Path, name: str, source: Path
+) -> None:
+    log = tmp_path / "gunicorn.log"
+    pidfile = tmp_path / "gunicorn.pid"
+    args = gunicorn_args(log, "-w", "2", "--pid", str(pidfile))
+    new_master = 0
+    with running("gunicorn", args, log) as server:
+        old_master = server.proc.pid
+        wait_until(lambda: len(live_readers(name)) == 2, 20, 0.02, "2 workers attached")
+        old_workers = live_readers(name)
+        publisher = publisher_pid(name)
+        assert publisher is not None
+        try:
+            # USR2: a second master, with workers of its own on the same segment,
+            # while the old publisher keeps publishing.
+            new_master = _usr2(old_master, pidfile)
+            wait_until(lambda: len(live_readers(name)) == 4, 20, 0.02, "the new workers")
+            new_workers = live_readers(name) - old_workers
+            assert publisher_pid(name) == publisher
+            atomic_write(source, seq_yaml(1))
+            wait_all_workers_serve(server.url, live_readers(name), 1)
+
+            # The old master stops: the segment stays, the standby takes over
+            # and continues the generation count.
+            generation = status.collect(name, reclaim=False).generation
+            os.kill(old_master, signal.SIGTERM)
+            assert server.proc.wait(20) == 0
+            wait_until(lambda: publisher_pid(name) not in (None, publisher), 10, 0.02,
+                       "the standby to take over")
+            assert pid_gone(publisher)
+            assert live_readers(name) == new_workers
+            atomic_write(source, seq_yaml(2))
+            wait_all_workers_serve(server.url, new_workers, 2)
+            assert status.collect(name, reclaim=False).generation > generation
+        finally:
+            if new_master:
+                os.kill(new_master, signal.SIGTERM)
+                wait_until(lambda: pid_gone(new_master), 20, 0.02, "the new master to exit")
+    wait_until(lambda: nothing_left(name), 10, 0.02, "the segment to be removed")
+    assert "Traceback" not in log.read_text()
+
+
+def test_abandoned_usr2_upgrade_leaves_the_old_master_publishing(
+    tmp_path: Path, name: str, source: Path
+) -> None:
+    log = tmp_path / "gunicorn.log"
+    pidfile = tmp_path / "gunicorn.pid"
+    with running("gunicorn", gunicorn_args(log, "-w", "1", "--pid", str(pidfile)), log) as server:
+        wait_until(lambda: len(live_readers(name)) == 1, 20, 0.02, "a worker")
+        old_workers = live_readers(name)
+        publisher = publisher_pid(name)
+        new_master = _usr2(server.proc.pid, pidfile)
+        try:
+            wait_until(lambda: len(live_readers(name)) == 2, 20, 0.02, "the new worker")
+        finally:
+            os.kill(new_master, signal.SIGTERM)
+            wait_until(lambda: pid_gone(new_master), 20, 0.02, "the new master to exit")
+        wait_until(lambda: live_readers(name) == old_workers, 10, 0.02, "the new worker gone")
+        assert publisher_pid(name) == publisher
+        atomic_write(source, seq_yaml(1))
+        wait_all_workers_serve(server.url, old_workers, 1)
+        assert server.stop() == 0
+    assert nothing_left(name)
+
+
+def _usr2(master: int, pidfile: Path) -> int:
+    """``kill -USR2`` the master; the new master's pid (from its ``.2`` pid file)."""
+    os.kill(master, signal.SIGUSR2)
+    upgraded = Path(f"{pidfile}.2")
+    wait_until(lambda: upgraded.exists() and upgraded.read_text().strip(), 20, 0.02,
+               "the new master's pid file")
+    return int(upgraded.read_text())
 
 
 def test_documented_example_runs_as_written(tmp_path: Path, name: str) -> None:

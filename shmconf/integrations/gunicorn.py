@@ -28,6 +28,16 @@ so the new hooks find it. ``on_reload`` then asks it to reload its sources
 (or restarts it when the config file changed its sources or options, or
 starts it again if it had died), and the new workers attach as usual.
 ``on_exit`` stops the publisher and removes the segment and the lock file.
+
+``kill -USR2`` (gunicorn's binary upgrade) starts a second master next to
+the first. Its ``on_starting`` finds the old master's publisher running and
+starts its own as a standby: it waits for the writer lock while the new
+workers attach to the segment the old publisher keeps current. When the old
+master exits, its ``on_exit`` stops its publisher but keeps the segment (a
+successor master is running), the standby takes over within a second and
+continues the generation count. If the upgrade is abandoned instead (the new
+master is stopped), its standby just goes away, leaving the segment to the
+old master.
 """
 
 from __future__ import annotations
@@ -137,15 +147,21 @@ class ShmconfHooks:
         running = _publishers.get(self.name)
         if running is not None and running.alive:
             return
-        self._start(server)
+        self._start(server, standby=_old_master_runs(server))
 
-    def _start(self, server: Any, process: PublisherProcess | None = None) -> None:
+    def _start(
+        self, server: Any, process: PublisherProcess | None = None, *, standby: bool = False
+    ) -> None:
         assert self._process is not None
         process = (process or self._process).clone()
-        generation = process.start(self.start_timeout_s)
+        generation = process.start(self.start_timeout_s, standby=standby)
         _publishers[self.name] = process
-        _log(server).info("shmconf: publishing %r (generation %d) from pid %s",
-                          self.name, generation, process.pid)
+        if standby:
+            _log(server).info("shmconf: publisher of %r (pid %s) stands by for the old "
+                              "master's", self.name, process.pid)
+        else:
+            _log(server).info("shmconf: publishing %r (generation %d) from pid %s",
+                              self.name, generation, process.pid)
 
     def on_reload(self, server: Any) -> None:
         """On ``kill -HUP`` of the master: reload the sources now (gunicorn ``on_reload``).
@@ -166,7 +182,7 @@ class ShmconfHooks:
                     # Reap it and close its socket; keep the segment workers read.
                     running.stop(self.stop_timeout_s, unlink=False)
                     del _publishers[self.name]
-                self._start(server)
+                self._start(server, standby=_old_master_runs(server))
             elif running.spec != self._process.spec:
                 self._restart(server, running)
             else:
@@ -186,20 +202,28 @@ class ShmconfHooks:
         # and the new publisher continues its generation count.
         running.stop(self.stop_timeout_s, unlink=False)
         del _publishers[self.name]
+        standby = _old_master_runs(server)
         try:
-            self._start(server)
+            self._start(server, standby=standby)
         except ShmconfError:
             # Last known good: bring back the publisher that worked.
-            self._start(server, running)
+            self._start(server, running, standby=standby)
             raise
 
     def on_exit(self, server: Any) -> None:
-        """Stop the publisher; remove the segment and lock file (gunicorn ``on_exit``)."""
+        """Stop the publisher; remove the segment and lock file (gunicorn ``on_exit``).
+
+        While another master of a USR2 upgrade runs (this one's successor or
+        its parent), the segment stays: that master's workers read it and
+        its publisher takes over (or keeps) the name.
+        """
         process = _publishers.pop(self.name, None)
         if process is None:
             return
-        process.stop(self.stop_timeout_s)
-        _log(server).info("shmconf: publisher of %r stopped", self.name)
+        other_master = _old_master_runs(server) or bool(getattr(server, "reexec_pid", 0))
+        process.stop(self.stop_timeout_s, unlink=False if other_master else None)
+        _log(server).info("shmconf: publisher of %r stopped%s", self.name,
+                          "; the segment stays for the other master" if other_master else "")
 
     # -- workers -----------------------------------------------------------------
 
@@ -229,6 +253,18 @@ class ShmconfHooks:
         from shmconf import _current
 
         return _current.reader()
+
+
+def _old_master_runs(server: Any) -> bool:
+    """Whether this master was started by USR2 and its old master still runs.
+
+    That master's publisher holds the name, so this one's must stand by.
+    gunicorn sets ``master_pid`` in the new master and resets it in its main
+    loop once the old master is gone; the parent check, which is gunicorn's
+    own, does not wait for that loop.
+    """
+    old_master = getattr(server, "master_pid", 0)
+    return bool(old_master) and old_master == os.getppid()
 
 
 def _log(server: Any) -> Any:

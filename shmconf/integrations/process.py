@@ -16,7 +16,9 @@ The master and the child talk over one socket pair, never by pickling:
    the master's ``sys.path`` (so the child imports what the master imports).
 2. The child publishes the initial config and answers one JSON line,
    ``{"ready": GEN}`` or ``{"error": "why"}`` (an invalid initial config: the
-   master raises with that message, and the server does not start).
+   master raises with that message, and the server does not start). A
+   standby child answers ``{"standby": true}`` at once, then waits for the
+   writer lock, and publishes when it gets it.
 3. Afterwards the socket is a lifeline. The master writes ``s`` (stop, keep
    the segment) or ``u`` (stop, unlink); end-of-file means the master died,
    and the child stops as well, so an orphan never holds the writer lock
@@ -202,8 +204,13 @@ class PublisherProcess:
         value = self.spec["options"].get("runtime_dir")
         return None if value is None else str(value)
 
-    def start(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> int:
+    def start(self, timeout_s: float = DEFAULT_START_TIMEOUT_S, *, standby: bool = False) -> int:
         """Start the child and wait until it published; returns the generation.
+
+        With ``standby`` the child waits for the writer lock of a publisher
+        that runs already (another master's, during a gunicorn USR2 upgrade)
+        and takes over when that one stops; this returns as soon as the child
+        stands by, with 0.
 
         Raises:
             PublisherStartError: the initial config is missing or invalid,
@@ -225,7 +232,8 @@ class PublisherProcess:
         finally:
             theirs.close()
         self._channel = ours
-        spec = {**self.spec, "path": [p for p in sys.path if isinstance(p, str)]}
+        spec = {**self.spec, "path": [p for p in sys.path if isinstance(p, str)],
+                "standby": standby}
         try:
             ours.sendall(orjson.dumps(spec) + b"\n")
             reply = self._read_reply(time.monotonic() + timeout_s)
@@ -241,6 +249,10 @@ class PublisherProcess:
         if "error" in reply:
             self._reap(DEFAULT_STOP_TIMEOUT_S)
             raise PublisherStartError(self.name, str(reply["error"]))
+        if reply.get("standby"):
+            log.info("config %r: publisher process %d stands by for the running publisher",
+                     self.name, self._proc.pid)
+            return 0
         if "ready" not in reply:
             code = self._reap(DEFAULT_STOP_TIMEOUT_S)
             raise PublisherStartError(
@@ -277,13 +289,15 @@ class PublisherProcess:
         channel = self._channel
         if channel is None or self._owner != os.getpid():
             return False
-        readable, _, _ = select.select([channel], [], [], 0)
-        if not readable:
-            return True
-        try:
-            return channel.recv(1, socket.MSG_PEEK) != b""
-        except OSError:
-            return False
+        # What the child says after start (a standby's late "ready") is for
+        # its log only; end of file is what tells that it exited.
+        while select.select([channel], [], [], 0)[0]:
+            try:
+                if channel.recv(4096) == b"":
+                    return False
+            except OSError:
+                return False
+        return True
 
     def reload(self) -> bool:
         """Ask the child to reload its sources now (SIGHUP); ``False`` if it is gone."""
@@ -453,6 +467,12 @@ def _lifeline(channel: socket.socket, decision: dict[str, bool]) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _start_lifeline(channel: socket.socket, decision: dict[str, bool]) -> None:
+    threading.Thread(
+        target=_lifeline, args=(channel, decision), name="shmconf-lifeline", daemon=True
+    ).start()
+
+
 def _serve_metrics(publisher: Any, addr: str, port: int) -> int:
     """Serve the publisher's metrics on a thread; returns the port (``port`` 0 picks one)."""
     from shmconf.integrations.prometheus import serve_publisher_metrics
@@ -495,14 +515,21 @@ def _run(channel: socket.socket, spec: dict[str, Any]) -> int:
         if entry not in sys.path:
             sys.path.insert(0, entry)
     name = str(spec["name"])
+    options = dict(spec["options"])
+    standby = bool(spec.get("standby") or options.pop("standby", False))
+    decision = {"unlink": bool(spec.get("unlink", True))}
     try:
         model = import_model(spec["model"]) if spec.get("model") else None
-        publisher = Publisher(name, spec["sources"], model, **spec["options"])
+        if standby:
+            # Answer before waiting for the lock, and listen to the master
+            # meanwhile: a stop while standing by ends the wait (via _Stop).
+            _reply(channel, standby=True)
+            _start_lifeline(channel, decision)
+        publisher = Publisher(name, spec["sources"], model, standby=standby, **options)
     except (ShmconfError, OSError, ImportError, TypeError, ValueError) as exc:
         log.error("config %r: %s", name, exc)
         _reply(channel, error=str(exc))
         return 1
-    decision = {"unlink": bool(spec.get("unlink", True))}
     try:
         # Metrics first, so that the initial publish is counted and timed too.
         metrics_port = None
@@ -521,9 +548,8 @@ def _run(channel: socket.socket, spec: dict[str, Any]) -> int:
             _reply(channel, error=str(exc))
             return 1
         _reply(channel, ready=generation, metrics_port=metrics_port)
-        threading.Thread(
-            target=_lifeline, args=(channel, decision), name="shmconf-lifeline", daemon=True
-        ).start()
+        if not standby:
+            _start_lifeline(channel, decision)
         # publish_now above was the first publish; serve_forever arms the
         # watcher and loads once more, so an edit made in between is not lost.
         publisher.serve_forever()
