@@ -32,6 +32,9 @@ log = logging.getLogger("shmconf.etcd")
 
 #: Seconds a range or authenticate request may take.
 DEFAULT_TIMEOUT_S: Final = 5.0
+#: What etcd's gateway answers (HTTP 400) to a client certificate with a
+#: CommonName when client-cert-auth and auth are both on.
+_CN_REFUSED: Final = b"CommonName of client sending a request against gateway"
 
 
 class EtcdError(Exception):
@@ -149,6 +152,13 @@ class EtcdClient:
             if response.status == 401 and self._user and path != "/v3/auth/authenticate":
                 self._authenticate()
                 return self._post(path, body)
+            if response.status == 400 and _CN_REFUSED in raw:
+                raise EtcdError(
+                    f"{endpoint}: etcd refuses this client certificate: with client-cert-auth "
+                    "and auth both on, its JSON gateway takes only certificates without a "
+                    "CommonName (CVE-2018-16886); use one without a CommonName together with "
+                    "user= and a password"
+                )
             if response.status != 200:
                 raise EtcdError(f"{endpoint}{path}: HTTP {response.status}: {_message(raw)}")
             return dict(orjson.loads(raw))
@@ -230,8 +240,14 @@ class EtcdClient:
                 if not line:
                     raise EtcdUnavailable(f"watch at {endpoint} ended (etcd restarted?)")
                 result = orjson.loads(line).get("result", {})
-                if result.get("compact_revision") and result.get("canceled"):
-                    raise EtcdCompacted(int(result["compact_revision"]))
+                if result.get("canceled"):
+                    if result.get("compact_revision"):
+                        raise EtcdCompacted(int(result["compact_revision"]))
+                    # A restarted etcd forgot the token it is given: log in
+                    # again on the next attempt.
+                    self._token = None
+                    reason = result.get("cancel_reason") or "no reason given"
+                    raise EtcdUnavailable(f"watch at {endpoint} canceled by etcd: {reason}")
                 if "error" in orjson.loads(line):
                     raise EtcdUnavailable(f"watch at {endpoint}: {_message(line)}")
                 if result.get("events"):

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import base64
 import http.client
+import logging
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
 from pydantic import BaseModel
 
 import shmconf
-from shmconf.sources.etcd import EtcdSource
+from shmconf._etcd import EtcdClient, prefix_end
+from shmconf.sources.etcd import PASSWORD_ENV, EtcdSource
 from tests.etcd_server import EtcdServer
 from tests.helpers import python, wait_until
 
@@ -254,3 +257,101 @@ def test_start_without_source_needs_a_last_good_version(name: str) -> None:
             publisher.unlink()
     finally:
         server.close()
+
+
+# -- TLS and password auth ------------------------------------------------------------
+
+ROOT_PASSWORD = "root-pw-not-secret"
+APP_PASSWORD = "app-pw-s3cret"
+
+
+@pytest.fixture(scope="module")
+def secure_etcd() -> Iterator[EtcdServer]:
+    """etcd that wants TLS with a client certificate, and a user with a password.
+
+    The user ``app`` may read ``/secure/`` only; ``root`` writes.
+    """
+    server = EtcdServer(tls=True)
+    server.start()
+    admin = EtcdClient([server.endpoint], tls=server.tls)
+    reader_role = {"permType": "READ", "key": b64("/secure/"),
+                   "range_end": base64.b64encode(prefix_end(b"/secure/")).decode()}
+    for path, body in (
+        ("/v3/auth/user/add", {"name": "root", "password": ROOT_PASSWORD}),
+        ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+        ("/v3/auth/role/add", {"name": "config-reader"}),
+        ("/v3/auth/role/grant", {"name": "config-reader", "perm": reader_role}),
+        ("/v3/auth/user/add", {"name": "app", "password": APP_PASSWORD}),
+        ("/v3/auth/user/grant", {"user": "app", "role": "config-reader"}),
+        ("/v3/auth/enable", {}),
+    ):
+        admin._post(path, body)
+    server.auth = ("root", ROOT_PASSWORD)
+    yield server
+    server.close()
+
+
+def secure_url(server: EtcdServer, path: str, **extra: str) -> str:
+    assert server.tls is not None
+    options = {"ca": server.tls.ca, "cert": server.tls.cert, "key": server.tls.key,
+               "user": "app", **extra}
+    query = "&".join(f"{k}={v}" for k, v in options.items() if v)
+    return f"etcd://{server.endpoint}{path}?{query}"
+
+
+def test_tls_and_password_auth_publish_watch_and_survive_a_restart(
+    secure_etcd: EtcdServer, name: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    root = EtcdClient([secure_etcd.endpoint], tls=secure_etcd.tls, user="root",
+                      password=ROOT_PASSWORD)
+    prefix = f"/secure/{name}/"
+    root.put(f"{prefix}greeting".encode(), b"hello")
+    monkeypatch.setenv(PASSWORD_ENV, APP_PASSWORD)
+    caplog.set_level(logging.DEBUG)
+    publisher = shmconf.Publisher(name, sources=[secure_url(secure_etcd, prefix)], model=Service)
+    try:
+        publisher.start()
+        reader = shmconf.attach(name, model=Service)
+        try:
+            assert reader.get().greeting == "hello"
+            root.put(f"{prefix}greeting".encode(), b"bonjour")
+            wait_until(lambda: reader.get().greeting == "bonjour", 10, 0.01, "the watched put")
+            # A restarted etcd forgets every auth token: the watch reconnects,
+            # logs in again and resumes from its revision.
+            secure_etcd.stop()
+            secure_etcd.start()
+            root.put(f"{prefix}greeting".encode(), b"hola")
+            wait_until(lambda: reader.get().greeting == "hola", 20, 0.01,
+                       "the put after the restart")
+        finally:
+            reader.close()
+    finally:
+        publisher.stop()
+        publisher.unlink()
+    assert APP_PASSWORD not in caplog.text
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"password": "wrong"}, "authentication failed"),
+    ({"cert": "", "key": ""}, "cannot reach etcd"),
+    ({"ca": ""}, "CERTIFICATE_VERIFY_FAILED"),
+    ({"cert": "client-cn.crt", "key": "client-cn.key"}, "without a CommonName"),
+])
+def test_tls_and_auth_failures_are_clear_errors(
+    secure_etcd: EtcdServer, name: str, monkeypatch: pytest.MonkeyPatch,
+    change: dict[str, str], expected: str,
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, change.get("password", APP_PASSWORD))
+    assert secure_etcd.tls is not None
+    certs = Path(secure_etcd.tls.ca or "").parent
+    url = secure_url(secure_etcd, f"/secure/{name}/", **{
+        k: str(certs / v) if v else v for k, v in change.items() if k != "password"})
+    publisher = shmconf.Publisher(name, sources=[url])
+    try:
+        with pytest.raises(shmconf.SourceError, match=expected) as caught:
+            publisher.publish_now()
+        assert APP_PASSWORD not in str(caught.value)
+        assert "wrong" not in str(caught.value)
+    finally:
+        publisher.unlink()
