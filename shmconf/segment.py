@@ -69,6 +69,10 @@ def data_shm_name(name: str, serial: int) -> str:
     return f"{anchor_shm_name(name)}@{serial}"
 
 
+class BlockNotSized(SegmentError):
+    """The object exists with size 0: its creator has not sized it (yet)."""
+
+
 class SharedBlock:
     """One mapped POSIX shared-memory object.
 
@@ -144,6 +148,10 @@ class SharedBlock:
             st = os.fstat(fd)
             check_owner_and_mode(shm_name, st, trusted_uids)
             size = st.st_size
+            if size == 0:
+                raise BlockNotSized(
+                    shm_name, "size 0: being created, or left half-made by a killed publisher"
+                )
             if size < min_size or size % 8:
                 raise SegmentError(
                     shm_name,
@@ -299,15 +307,19 @@ def open_anchor(
     """Attach the anchor of ``name`` and check its header.
 
     Raises ``FileNotFoundError`` (no such name), :class:`AnchorNotReady`
-    (created an instant ago, header not written yet), or a
+    (created an instant ago: not sized or header not written yet), or a
     :class:`SegmentError` saying what is wrong with it.
     """
-    block = SharedBlock.open(
-        anchor_shm_name(name),
-        writable=writable,
-        min_size=L.ANCHOR_HEADER_SIZE,
-        trusted_uids=trusted_uids,
-    )
+    try:
+        block = SharedBlock.open(
+            anchor_shm_name(name),
+            writable=writable,
+            min_size=L.ANCHOR_HEADER_SIZE,
+            trusted_uids=trusted_uids,
+        )
+    except BlockNotSized:
+        # Created by shm_open an instant ago and not sized yet.
+        raise AnchorNotReady(anchor_shm_name(name)) from None
     try:
         check_anchor(block)
     except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _posixshmem
 import os
 import stat
 import struct
@@ -99,6 +100,21 @@ def test_too_small_mapping_is_refused(name: str) -> None:
     _make_foreign(name, magic=L.ANCHOR_MAGIC, size=64)
     with pytest.raises(shmconf.SegmentError, match="does not fit the layout"):
         shmconf.attach(name, timeout=0.1)
+
+
+def test_unsized_anchor_counts_as_being_created(name: str) -> None:
+    # What a publisher killed between shm_open and sizing leaves (or what a
+    # reader sees during that instant): readers wait, a publisher replaces it.
+    fd = _posixshmem.shm_open("/" + segment.anchor_shm_name(name), os.O_CREAT | os.O_RDWR,
+                              mode=0o600)
+    os.close(fd)
+    with pytest.raises(shmconf.AttachTimeout, match="being created"):
+        shmconf.attach(name, timeout=0.1)
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish({"v": 1})
+        with shmconf.attach(name, timeout=1) as reader:
+            assert reader.get()["v"] == 1
+        publisher.unlink()
 
 
 def test_world_accessible_segment_is_refused(name: str) -> None:
