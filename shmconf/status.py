@@ -16,7 +16,7 @@ import orjson
 
 from shmconf import _layout as L
 from shmconf import _paths, _table, segment
-from shmconf._errors import SegmentNotFoundError
+from shmconf._errors import SegmentError, SegmentNotFoundError
 from shmconf.history import read_private
 
 #: A publisher whose heartbeat is older than this is reported dead, even if
@@ -97,11 +97,18 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
 
     segment.validate_name(name)
     try:
-        anchor = segment.open_anchor(name, writable=reclaim)
+        try:
+            anchor = segment.open_anchor(name, writable=reclaim)
+        except PermissionError:
+            anchor = segment.open_anchor(name, writable=False)
     except FileNotFoundError:
         raise SegmentNotFoundError(name, segment.anchor_shm_name(name)) from None
-    except PermissionError:
-        anchor = segment.open_anchor(name, writable=False)
+    except segment.AnchorNotReady:
+        raise SegmentError(
+            segment.anchor_shm_name(name),
+            "exists but is not finished: a publisher is creating it right now, or one was "
+            "killed while creating it; starting the publisher replaces it, or `shmconf unlink` it",
+        ) from None
     try:
         words = anchor.words
         pid = int(words[L.A_PUBLISHER_PID])

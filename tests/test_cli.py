@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _posixshmem
 import os
 import signal
 import subprocess
@@ -227,6 +228,20 @@ def test_unlink_refuses_live_publisher_then_leaves_nothing(running: Running) -> 
     result = run("unlink", running.name)
     assert result.returncode == 0, result.stderr
     assert segment.list_shm_names(running.name) == []
+
+
+def test_half_made_segment_is_explained_and_unlinked(name: str) -> None:
+    # A publisher killed between shm_open and sizing leaves an empty anchor.
+    fd = _posixshmem.shm_open("/" + segment.anchor_shm_name(name), os.O_CREAT | os.O_RDWR,
+                              mode=0o600)
+    os.close(fd)
+    result = run("status", name)
+    assert result.returncode == 1
+    assert "killed while creating it" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run("unlink", name)
+    assert result.returncode == 0, result.stderr
+    assert segment.list_shm_names(name) == []
 
 
 def test_dead_reader_is_shown_once_then_reclaimed(running: Running) -> None:
