@@ -1,29 +1,59 @@
 # shmconf: `make demo` and `make test` do all the set-up on a fresh machine.
+#
+# Every install comes from uv.lock (every direct and transitive dependency,
+# with hashes, for every promised Python), through a pinned uv that is
+# bootstrapped from requirements-uv.txt (checked by hash). `make lock`
+# refreshes the lock; `make test-latest` tries the newest releases that
+# pyproject.toml allows, without the lock.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-dev
-BENCH_STAMP := $(VENV)/.installed-bench
+STAMP  := $(VENV)/.installed
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+LATEST := .venv-latest
+#: The PyYAML release before merge keys changed meaning (6.0.4): the YAML
+#: tests run on it too, so shmconf's results never depend on the release.
+PYYAML_OLD := 6.0.3
 
-.PHONY: all venv demo test lint typecheck unit bench bench-quick bench-servers fuzz soak clean
+# Use the interpreters on this machine; never download one.
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_PROGRESS := 1
+
+.PHONY: all venv demo test lint typecheck unit yaml-compat bench bench-quick bench-servers \
+	fuzz soak lock test-latest clean
 
 all: test
 
-# atheris (coverage-guided fuzzing) only where a wheel exists; its test skips elsewhere.
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --only-binary atheris 'atheris>=2.3' || \
-	  echo "atheris does not install here: the coverage-guided fuzz test is skipped"
+$(UV): requirements-uv.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --require-hashes -r requirements-uv.txt
+	touch $@
+
+# The project goes in editable; everything else exactly as locked.
+$(STAMP): pyproject.toml uv.lock $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --quiet --locked --python $(PYTHON) \
+	  --extra dev --extra bench
 	touch $@
 
 venv: $(STAMP)
 
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	touch $@
+# Resolve again to the newest releases the ranges allow (pyproject.toml
+# keeps ranges: a library must not pin), and rewrite uv.lock.
+lock: $(UV)
+	$(UV) lock --upgrade
+
+# The whole suite on the newest releases that pyproject.toml allows, in a
+# venv of its own, without the lock: an upstream release that breaks shmconf
+# shows here before users meet it. Not part of .ci/run.
+test-latest: $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(LATEST)
+	VIRTUAL_ENV=$(LATEST) $(UV) pip install --quiet --refresh --upgrade -e '.[dev,bench]'
+	VIRTUAL_ENV=$(LATEST) $(UV) pip list --format freeze 2>/dev/null | \
+	  grep -iE '^(pyyaml|pydantic|pydantic-core|orjson|watchdog|filelock)=' | tr '\n' ' '; echo
+	touch $(LATEST)/.installed
+	$(MAKE) --no-print-directory VENV=$(LATEST) PYYAML_OLD= test
 
 # Redis and etcd from Debian, for the side-by-side and fan-out benchmarks;
 # a missing one is reported in docs/bench.md, never silently dropped.
@@ -46,14 +76,23 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The YAML source tests once more on the older PyYAML, layered over the
+# locked venv (skipped when PYYAML_OLD is empty, as in test-latest).
+yaml-compat: $(STAMP)
+	@if [ -n "$(PYYAML_OLD)" ]; then \
+	  echo "YAML source tests on PyYAML $(PYYAML_OLD):"; \
+	  UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) run --quiet --locked --no-sync \
+	    --with 'PyYAML==$(PYYAML_OLD)' python -m pytest -q -p no:cacheprovider \
+	    tests/test_sources_yaml.py tests/test_yaml_merge.py; fi
+
 # The bench smoke run checks only that every measure completes and writes its
 # report (bench/out/); it runs before pytest so that pytest's summary ends the log.
-test: lint typecheck bench-quick unit
+test: lint typecheck bench-quick yaml-compat unit
 
-bench: $(BENCH_STAMP) bench-servers
+bench: $(STAMP) bench-servers
 	$(BIN)/python -m bench
 
-bench-quick: $(BENCH_STAMP)
+bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
 
 # The corruption properties of tests/test_corruption.py, run far longer:
@@ -65,10 +104,10 @@ fuzz: $(STAMP)
 	if $(BIN)/python -c 'import atheris' 2>/dev/null; then \
 	  $(BIN)/python tests/fuzz_segment.py -max_total_time=$(FUZZ_SECONDS) \
 	    -artifact_prefix=bench/out/fuzz/ -print_final_stats=1; \
-	else echo "atheris does not install here: the coverage-guided run is skipped"; fi
+	else echo "atheris has no wheel here: the coverage-guided run is skipped"; fi
 
-soak: $(BENCH_STAMP)
+soak: $(STAMP)
 	$(BIN)/python -m bench.soak --minutes 10
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(LATEST) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

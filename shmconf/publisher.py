@@ -370,9 +370,7 @@ class Publisher:
         try:
             payload = _snapshot.canonical(data)
         except TypeError as exc:
-            raise ConfigValidationError(
-                self.name, [f"(root): not JSON-serializable: {exc}"]
-            ) from None
+            raise ConfigValidationError(self.name, [_unserializable(data, exc)]) from None
         if len(payload) > self.max_bytes:
             raise ConfigTooLargeError(self.name, len(payload), self.max_bytes)
         digest = _snapshot.digest(payload)
@@ -697,3 +695,14 @@ def _publisher_pid(name: str) -> int | None:
         return int(anchor.words[L.A_PUBLISHER_PID]) or None
     finally:
         anchor.close()
+
+
+def _unserializable(data: Mapping[str, Any], exc: TypeError) -> str:
+    """Where in ``data`` the value orjson refused is, and why (error path only)."""
+    from shmconf.sources.base import InvalidData, dotted, normalize
+
+    try:
+        normalize(dict(data))
+    except InvalidData as bad:
+        return f"{dotted(bad.path)}: not JSON-serializable: {bad.reason}"
+    return f"(root): not JSON-serializable: {exc}"

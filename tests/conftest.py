@@ -53,3 +53,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if left:
         sys.stderr.write(f"\nsegments left behind by the tests (removed now): {left}\n")
         session.exitstatus = 1
+
+
+@pytest.fixture(params=["libyaml", "python"])
+def yaml_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a YAML test with libyaml, then with PyYAML's pure-Python parser."""
+    import yaml
+
+    from shmconf.sources.yaml import YamlSource
+
+    if request.param == "libyaml" and not hasattr(yaml, "CSafeLoader"):
+        pytest.skip("PyYAML was built without libyaml here")
+    monkeypatch.setattr(YamlSource, "libyaml", request.param == "libyaml")
+    return str(request.param)

@@ -16,6 +16,9 @@ from shmconf.sources.base import MAX_NODES
 from shmconf.sources.yaml import _loader_class
 from tests.helpers import load_fails, load_text
 
+# Every test on both parsers: libyaml and the pure-Python one.
+pytestmark = pytest.mark.usefixtures("yaml_parser")
+
 
 def load(tmp_path: Path, text: str, name: str = "app.yaml") -> dict[str, Any]:
     return load_text(tmp_path, name, text)

@@ -258,9 +258,36 @@ def dotted(path: KeyPath) -> str:
     Paths longer than :data:`_SHOWN_PARTS` (only too-deep ones) are cut short.
     """
     if len(path) > _SHOWN_PARTS:
-        shown = ".".join(str(p) for p in path[: _SHOWN_PARTS - 1])
-        return f"{shown}...({len(path) - _SHOWN_PARTS + 1} more).{path[-1]}"
-    return ".".join(str(p) for p in path) or "(root)"
+        shown = ".".join(_shown(p) for p in path[: _SHOWN_PARTS - 1])
+        return f"{shown}...({len(path) - _SHOWN_PARTS + 1} more).{_shown(path[-1])}"
+    return ".".join(_shown(p) for p in path) or "(root)"
+
+
+def _shown(part: str | int) -> str:
+    """A path part as messages print it: a lone surrogate as its ``\\udxxx`` escape,
+    so that the message itself can be written to a UTF-8 terminal or log."""
+    text = str(part)
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be published as UTF-8 (a lone surrogate), or ``None``.
+
+    JSON's ``\\ud800`` escapes and environment variables that are not UTF-8
+    (Python keeps their bytes as lone surrogates) give such strings; orjson
+    refuses them later with no location, so they are refused at the source.
+    """
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        return (f"not valid Unicode: a lone surrogate \\u{code:04x} at character {exc.start} "
+                "(a \\ud800-\\udfff escape without its pair, or bytes that are not UTF-8)")
+    return None
 
 
 def normalize(data: dict[str, Any]) -> dict[str, Any]:
@@ -285,31 +312,44 @@ def normalize(data: dict[str, Any]) -> dict[str, Any]:
                     raise InvalidData((*path, str(key)), f"found a key of type "
                                                          f"{type_name(key)}; keys must be "
                                                          "strings")
+                problem = unicode_problem(key)
+                if problem is not None:
+                    raise InvalidData((*path, key), f"key {problem}")
                 out[key] = walk(item, (*path, key), depth + 1)
             return out
         if isinstance(value, (list, tuple)):
             _check_depth(path, depth)
             return [walk(item, (*path, i), depth + 1) for i, item in enumerate(value)]
-        if isinstance(value, (bool, str)) or value is None:
-            return value
-        if isinstance(value, int):
-            if not INT_MIN <= value <= INT_MAX:
-                raise InvalidData(path, "integer outside the 64-bit range [-2**63, 2**64-1] "
-                                        "that orjson can serialize")
-            return value
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise InvalidData(path, "NaN and Infinity cannot be published (JSON has no "
-                                        "such numbers)")
-            return value
-        if isinstance(value, (datetime.date, datetime.time)):
-            # datetime is a subclass of date, so this covers all three.
-            return value.isoformat()
-        raise InvalidData(path, f"found a value of type {type_name(value)}; config values are "
-                                "strings, numbers, booleans, null, lists and mappings")
+        return _scalar(value, path)
 
     result: dict[str, Any] = walk(data, (), 1)
     return result
+
+
+def _scalar(value: Any, path: KeyPath) -> Any:
+    """``value`` (not a container) as published, or InvalidData naming ``path``."""
+    if isinstance(value, str):
+        problem = unicode_problem(value)
+        if problem is not None:
+            raise InvalidData(path, f"string {problem}")
+        return value
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise InvalidData(path, "integer outside the 64-bit range [-2**63, 2**64-1] "
+                                    "that orjson can serialize")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidData(path, "NaN and Infinity cannot be published (JSON has no "
+                                    "such numbers)")
+        return value
+    if isinstance(value, (datetime.date, datetime.time)):
+        # datetime is a subclass of date, so this covers all three.
+        return value.isoformat()
+    raise InvalidData(path, f"found a value of type {type_name(value)}; config values are "
+                            "strings, numbers, booleans, null, lists and mappings")
 
 
 def check_expanded_size(data: Any) -> None:

@@ -120,7 +120,8 @@ class _EnvSource(Source):
     """One ``{PREFIX}A__B=value`` variable, as a source named ``env:{VARIABLE}``."""
 
     def __init__(self, variable: str, key: str, raw: str) -> None:
-        self.name = f"env:{variable}"
+        # A name that is not UTF-8 holds lone surrogates: shown escaped.
+        self.name = "env:" + variable.encode("utf-8", "backslashreplace").decode("utf-8")
         self._key = key
         self._raw = raw
 
