@@ -51,7 +51,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run(hosts: int, rounds: int, server: Any, runtime: Path) -> dict[str, float]:
-    from shmconf._etcd import EtcdClient
+    from shmconf.sources.etcd_client import EtcdClient
 
     env = {**os.environ, "SHMCONF_RUNTIME_DIR": str(runtime)}
     client = EtcdClient([server.endpoint])
@@ -99,11 +99,11 @@ def run(hosts: int, rounds: int, server: Any, runtime: Path) -> dict[str, float]
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
-        from shmconf import segment
+        from shmconf.protocol.block import list_shm_names, unlink_shm
 
         for name in names:
-            for shm_name in segment.list_shm_names(name):
-                segment.unlink_shm(shm_name)
+            for shm_name in list_shm_names(name):
+                unlink_shm(shm_name)
 
 
 def measure(hosts_list: list[int], rounds: int) -> list[dict[str, float]]:

@@ -58,7 +58,7 @@ def publish_mapping(session: Session) -> dict[str, Any]:
     import orjson
 
     import shmconf
-    from shmconf import _snapshot
+    from shmconf import content
     from shmconf.history import History, Version
     from shmconf.writer import Writer
 
@@ -86,7 +86,7 @@ def publish_mapping(session: Session) -> dict[str, Any]:
             row[label] = _stats_ms(times)
         # The steps, timed one by one on the same data.
         steps_reps = max(3, min(reps, 20))
-        payload = _snapshot.canonical(config)
+        payload = content.canonical(config)
         previous = with_version(config, 0)
         name = session.name("steps")
         writer = Writer(name)
@@ -100,13 +100,13 @@ def publish_mapping(session: Session) -> dict[str, Any]:
                 lap = _Laps()
                 instance = model.model_validate(data)
                 steps["validate"].append(lap())
-                body = _snapshot.canonical(data)
+                body = content.canonical(data)
                 steps["serialize"].append(lap())
-                digest = _snapshot.digest(body)
+                digest = content.digest(body)
                 steps["digest"].append(lap())
-                changed = _snapshot.changed_paths(previous, data)
+                changed = content.changed_paths(previous, data)
                 steps["diff"].append(lap())
-                _snapshot.secret_paths(instance)
+                content.secret_paths(instance)
                 steps["secrets"].append(lap())
                 writer.publish(body, orjson.dumps({"digest": digest, "changed": changed}))
                 steps["write"].append(lap())

@@ -228,14 +228,12 @@ def _update_until_reply(owner: Alternative, config: dict[str, Any], worker: work
 
 def new_generation(session: Session) -> dict[str, Any]:
     """Cost of the first get() after a publish, with and without a model, by size."""
-    import importlib
 
     import orjson
 
     import shmconf
-    from shmconf import _snapshot
-
-    reader_module = importlib.import_module("shmconf.reader")
+    from shmconf import content
+    from shmconf import reader as reader_module
 
     quick = session.quick
     model = settings_model()
@@ -269,7 +267,7 @@ def new_generation(session: Session) -> dict[str, Any]:
                 typed.close()
         finally:
             publisher.unlink()
-        payload = _snapshot.canonical(config)
+        payload = content.canonical(config)
         parsed = orjson.loads(payload)
         # The steps of the reader's slow path, each timed alone on the same payload.
         parts = {

@@ -33,7 +33,7 @@ def run(minutes: float, readers: int, rate: int, rss_slack_kb: int) -> tuple[boo
     import os
 
     import shmconf
-    from shmconf import segment
+    from shmconf.protocol.block import list_shm_names
 
     duration_s = minutes * 60
     sample_every_s = max(1.0, min(10.0, duration_s / 30))
@@ -81,7 +81,7 @@ def run(minutes: float, readers: int, rate: int, rss_slack_kb: int) -> tuple[boo
                     "generation": publisher.generation,
                     "readers": {w.pid: proc_counts(w.pid) for w in procs},
                     "self": proc_counts(os.getpid()),
-                    "shm": len(segment.list_shm_names(name)),
+                    "shm": len(list_shm_names(name)),
                 })
                 next_sample += sample_every_s
                 eprint(f"  {samples[-1]['t']:6.0f} s  generation {samples[-1]['generation']}  "
@@ -94,7 +94,7 @@ def run(minutes: float, readers: int, rate: int, rss_slack_kb: int) -> tuple[boo
         replies = workers.gather(procs, 30)
         pool.close()
         publisher.unlink()
-        left = segment.list_shm_names(name)
+        left = list_shm_names(name)
 
     base = next((s for s in samples if s["t"] >= warmup_s), samples[0] if samples else None)
     last = samples[-1] if samples else None

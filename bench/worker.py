@@ -173,10 +173,7 @@ def _count_retries() -> list[int]:
     ``Reader._read_slot`` calls the module's ``_backoff`` before every attempt
     after the first; wrapping it counts them without touching the fast path.
     """
-    import importlib
-
-    # importlib: the attribute shmconf.reader is the function shmconf.reader().
-    module = importlib.import_module("shmconf.reader")
+    from shmconf import reader as module
     count = [0]
     original = module._backoff
 

@@ -5,12 +5,13 @@ memory; each worker calls :func:`attach` once and then ``reader.get()``,
 which costs about as much as a dict lookup while the config is unchanged.
 """
 
-from shmconf._current import NotAttachedError, current, reader, set_reader
-from shmconf._errors import (
+from shmconf._current import current, current_reader, set_reader
+from shmconf.errors import (
     AttachTimeout,
     ConfigTooLargeError,
     ConfigValidationError,
     InvalidNameError,
+    NotAttachedError,
     PublisherRunningError,
     SegmentError,
     SegmentNotFoundError,
@@ -40,6 +41,6 @@ __all__ = [
     "__version__",
     "attach",
     "current",
-    "reader",
+    "current_reader",
     "set_reader",
 ]

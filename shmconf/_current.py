@@ -9,31 +9,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from shmconf._errors import ShmconfError
+from shmconf.errors import NotAttachedError
 from shmconf.reader import Reader, pinned_snapshot
 
 _process_reader: Reader[Any] | None = None
 
 
-class NotAttachedError(ShmconfError, RuntimeError):
-    """``current()`` was called in a process that no integration attached."""
-
-    def __str__(self) -> str:
-        return (
-            "no shmconf reader is attached in this process (pid-wide); wire an integration "
-            "(gunicorn post_fork, the multiprocessing initializer, the ASGI lifespan) or call "
-            "shmconf.set_reader(shmconf.attach(NAME))"
-        )
-
-
 def set_reader(reader: Reader[Any] | None) -> None:
-    """Make ``reader`` the one ``current()`` and ``reader()`` use in this process."""
+    """Make ``reader`` the one ``current()`` and ``current_reader()`` use in this process."""
     global _process_reader  # noqa: PLW0603 - one reader per process is the point
     _process_reader = reader
 
 
-def reader() -> Reader[Any]:
-    """The reader attached in this process by an integration."""
+def current_reader() -> Reader[Any]:
+    """The reader attached in this process by an integration (or ``set_reader``).
+
+    Named so that it does not shadow the module ``shmconf.reader``; the old
+    ``shmconf.reader()`` still works for one release, with a DeprecationWarning.
+    """
     if _process_reader is None:
         raise NotAttachedError
     return _process_reader

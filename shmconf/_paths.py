@@ -21,11 +21,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from shmconf._errors import ShmconfError
-
-
-class RuntimeDirError(ShmconfError, PermissionError):
-    """The runtime or state directory is unsafe or cannot be created."""
+from shmconf.errors import RuntimeDirError
 
 
 def runtime_dir(override: str | os.PathLike[str] | None = None) -> Path:

@@ -20,10 +20,13 @@ from typing import Any, Final, NoReturn
 
 import orjson
 
-from shmconf import _paths, _snapshot, segment
-from shmconf._errors import ShmconfError
+from shmconf import _paths, content
 from shmconf._model import import_model
-from shmconf.history import History, Version, write_private
+from shmconf.errors import CommandError, ShmconfError
+from shmconf.history import History, Version
+from shmconf.protocol import control
+from shmconf.protocol.block import list_shm_names, other_layout_names, unlink_shm
+from shmconf.protocol.layout import anchor_shm_name, validate_name
 from shmconf.status import Status, collect
 
 log = logging.getLogger("shmconf.cli")
@@ -34,10 +37,6 @@ EXIT_USAGE: Final = 2
 
 #: How long ``reload`` and ``rollback`` wait for the running publisher to answer.
 DEFAULT_REPLY_TIMEOUT_S: Final = 10.0
-
-
-class CommandError(ShmconfError):
-    """A command that cannot do what was asked; its message goes to stderr, exit 1."""
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -80,7 +79,7 @@ def _emit_json(obj: Any) -> None:
     sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def _table(rows: Sequence[Sequence[str]]) -> str:
+def _format_table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -137,7 +136,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     loaded = load_sources(args.config, env_prefix=args.env_prefix)
     if model is not None:
-        from shmconf._errors import ConfigValidationError, validation_problems
+        from shmconf.errors import ConfigValidationError, validation_problems
 
         try:
             model.model_validate(loaded.data)
@@ -145,7 +144,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             raise ConfigValidationError(
                 "(validate)", validation_problems(exc, loaded.origin_of)
             ) from None
-    digest = _snapshot.digest(_snapshot.canonical(loaded.data))
+    digest = content.digest(content.canonical(loaded.data))
     print(f"ok: {len(loaded.sources)} source(s) valid, digest {digest[:12]}")
     return EXIT_OK
 
@@ -188,7 +187,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             rows.append(("", str(health["error"])))
     if service.get("rejections"):
         rows.append(("rejections", ", ".join(f"{k} {v}" for k, v in service["rejections"].items())))
-    print(_table(rows))
+    print(_format_table(rows))
     print()
     if not status.readers:
         print("readers: none attached")
@@ -203,7 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             state = _colour(f"behind by {status.generation - r.generation}", "33")
         reader_rows.append((str(r.pid), str(r.generation), state))
     print(f"readers: {sum(r.alive for r in status.readers)} live")
-    print(_table(reader_rows))
+    print(_format_table(reader_rows))
     return EXIT_OK
 
 
@@ -258,10 +257,10 @@ def _published_view(name: str) -> tuple[int, dict[str, Any], Any]:
 def cmd_show(args: argparse.Namespace) -> int:
     generation, meta, data = _published_view(args.name)
     secrets = list(meta.get("secrets", []))
-    redacted = _snapshot.redact(data, secrets)
+    redacted = content.redact(data, secrets)
     path = args.path.split(".") if args.path else []
     try:
-        value = _snapshot.value_at_path(redacted, path)
+        value = content.value_at_path(redacted, path)
     except KeyError as exc:
         raise CommandError(f"no path {exc.args[0]!r} in config {args.name!r}") from None
     if args.json:
@@ -294,7 +293,7 @@ def cmd_history(args: argparse.Namespace) -> int:
          ", ".join(v.changed) or "-")
         for v in versions
     ]
-    print(_table(rows))
+    print(_format_table(rows))
     return EXIT_OK
 
 
@@ -302,20 +301,20 @@ def diff_versions(old: Version, new: Version) -> list[dict[str, Any]]:
     """Changed paths with old and new values; a secret shows only that it changed."""
     secrets = set(old.secrets) | set(new.secrets)
     changes = []
-    for path in _snapshot.changed_paths(old.data, new.data, limit=10_000):
+    for path in content.changed_paths(old.data, new.data, limit=10_000):
         parts = path.split(".")
         entry: dict[str, Any] = {"path": path}
-        is_secret = any(".".join(parts[: i + 1]) in secrets or _snapshot.looks_secret(p)
+        is_secret = any(".".join(parts[: i + 1]) in secrets or content.looks_secret(p)
                         for i, p in enumerate(parts))
         for side, version in (("old", old), ("new", new)):
             try:
-                value = _snapshot.value_at_path(version.data, parts)
+                value = content.value_at_path(version.data, parts)
             except KeyError:
                 entry[side] = None
                 entry[f"{side}_present"] = False
                 continue
             entry[f"{side}_present"] = True
-            entry[side] = _snapshot.REDACTED if is_secret else _snapshot.redact(value, secrets)
+            entry[side] = content.REDACTED if is_secret else content.redact(value, secrets)
         entry["secret"] = is_secret
         changes.append(entry)
     return changes
@@ -364,13 +363,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     pid = _live_publisher(status)
     if pid is None:
         return _rollback_offline(args.name, args.to)
-    from shmconf.publisher import REQUEST_FILE
-
     request_id = uuid.uuid4().hex
-    write_private(
-        _paths.state_dir(args.name) / REQUEST_FILE,
-        orjson.dumps({"id": request_id, "action": "rollback", "to": args.to}),
-    )
+    control.send_request(_paths.state_dir(args.name),
+                         {"id": request_id, "action": "rollback", "to": args.to})
     os.kill(pid, signal.SIGHUP)
     service = _wait_service(
         args.name, args.timeout,
@@ -423,7 +418,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_unlink(args: argparse.Namespace) -> int:
-    name = segment.validate_name(args.name)
+    name = validate_name(args.name)
     try:
         status: Status | None = collect(name, reclaim=False)
     except ShmconfError:
@@ -431,9 +426,10 @@ def cmd_unlink(args: argparse.Namespace) -> int:
     if status is not None and status.publisher_alive and not args.force:
         raise CommandError(f"publisher pid {status.publisher_pid} is running for {name!r}; "
                            "stop it first, or pass --force")
-    removed = [s for s in segment.list_shm_names(name) if segment.unlink_shm(s)]
-    if segment.unlink_shm(segment.anchor_shm_name(name)):
-        removed.append(segment.anchor_shm_name(name))
+    # Every layout version's objects: the name is gone for old workers too.
+    removed = [s for s in list_shm_names(name) + other_layout_names(name) if unlink_shm(s)]
+    if unlink_shm(anchor_shm_name(name)):
+        removed.append(anchor_shm_name(name))
     lock = _paths.lock_path(name)
     if lock.exists():
         lock.unlink()

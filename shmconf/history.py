@@ -23,6 +23,8 @@ from typing import Any, Final
 
 import orjson
 
+from shmconf.protocol.control import read_private, write_private
+
 log = logging.getLogger("shmconf.history")
 
 #: Versions kept by default (``--history``).
@@ -85,29 +87,6 @@ class Pin:
 
     generation: int
     sources_digest: str
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, mode 0600, never through a symlink."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # No fsync: a history file lost to a power cut only loses a
-            # rollback target, and fsync would cost every publish milliseconds.
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def read_private(path: Path) -> bytes:
-    """Read a state file, refusing to follow a symlink planted in its place."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
 
 
 class History:

@@ -3,19 +3,18 @@
 One publisher per name per host. It holds the writer lock for its whole life
 (a second one is refused, or waits as a standby), loads and merges its
 sources, validates them with the model, and publishes the canonical JSON as
-the next generation. Running as a service, it watches the sources and
-publishes again when their merged content changes.
-
-The service talks to the CLI through two small files in its state directory
-(``shmconf._paths.state_dir``): it rewrites ``status.json`` after every
-publish or rejection, and on SIGHUP it first looks for ``request.json`` (a
-rollback asked for by ``shmconf rollback``) before reloading its sources.
+the next generation; it keeps the history that ``rollback`` publishes from.
+When to publish is the business of :mod:`shmconf.service`, the loop that
+watches the sources, handles signals and CLI requests and heartbeats;
+:meth:`Publisher.serve_forever`, :meth:`~Publisher.start` and
+:meth:`~Publisher.stop` hand the publisher to such a loop.
 
 **Last-known-good is enforced here**: a config that fails to load or to
 validate is logged and counted, and nothing is published; the segment keeps
 the last good generation, and the service keeps running and publishes as soon
-as the sources are fixed. Only the initial config must be good: a service
-whose first load fails raises (``shmconf publish`` exits 1).
+as the sources are fixed (:meth:`Publisher.reload`). Only the initial config
+must be good: a service whose first load fails raises (``shmconf publish``
+exits 1).
 """
 
 from __future__ import annotations
@@ -24,23 +23,19 @@ import contextlib
 import grp
 import logging
 import os
-import queue
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 import filelock
 import orjson
 
-from shmconf import _gc, _paths, _snapshot, segment
-from shmconf import _layout as L
-from shmconf._errors import (
+from shmconf import _gc, _paths, content
+from shmconf.errors import (
+    AnchorNotReady,
     ConfigTooLargeError,
     ConfigValidationError,
     PublisherRunningError,
@@ -48,27 +43,22 @@ from shmconf._errors import (
     SourceError,
     validation_problems,
 )
-from shmconf.history import History, Pin, Version, read_private, write_private
-from shmconf.writer import Writer
+from shmconf.history import History, Pin, Version
+from shmconf.protocol import layout as L
+from shmconf.protocol.anchor import open_anchor
+from shmconf.protocol.layout import validate_name
+from shmconf.sources import LoadedConfig, Source, load_sources, open_source
+from shmconf.sources.base import InvalidData, dotted, normalize
+from shmconf.writer import Writer, unlink_name
 
 if TYPE_CHECKING:
-    from shmconf.sources import LoadedConfig, Source
-    from shmconf.watch import Watcher
+    from shmconf.service import Service
 
 log = logging.getLogger("shmconf.publisher")
 
 #: Largest serialized config accepted by default (``max_bytes``): far above
 #: any sane config, far below what would strain /dev/shm.
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
-#: Seconds between heartbeats; ``status`` calls a publisher dead after a few missed.
-HEARTBEAT_S: Final = 1.0
-#: In the state directory: the service's view of itself, rewritten on every change.
-STATUS_FILE: Final = "status.json"
-#: In the state directory: a request from the CLI, carried out on the next SIGHUP.
-REQUEST_FILE: Final = "request.json"
-
-SourceSpec = "str | os.PathLike[str] | Source"
-
 
 @dataclass
 class PublisherStats:
@@ -161,7 +151,7 @@ class Publisher:
         slot_capacity: int = L.DEFAULT_SLOT_CAPACITY,
         start_without_source: bool = False,
     ) -> None:
-        self.name = segment.validate_name(name)
+        self.name = validate_name(name)
         if model is not None and not hasattr(model, "model_validate"):
             raise TypeError(f"model must be a pydantic model class, got {model!r}")
         if debounce < 0:
@@ -176,15 +166,9 @@ class Publisher:
         gid = _resolve_gid(group)
         mode = 0o600 if gid is None else 0o660
         self.stats = PublisherStats()
-        self._events: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._watcher: Watcher | None = None
-        self._source_watches: list[Callable[[], None]] = []
+        self._service: Service | None = None
         self._on_publish: list[Callable[[int, Mapping[str, Any]], object]] = []
-
         self._runtime_dir = runtime_dir
-        self._reloads = 0
-        self._last_request: dict[str, Any] | None = None
         self.lock_file = _paths.lock_path(name, runtime_dir)
         self._lock = filelock.FileLock(self.lock_file, mode=mode, thread_local=False)
         self._acquire(standby, standby_timeout)
@@ -203,8 +187,6 @@ class Publisher:
     def _open_sources(self, specs: Sequence[Any]) -> list[Source]:
         if not specs:
             return []
-        from shmconf.sources import Source, open_source
-
         return [s if isinstance(s, Source) else open_source(s) for s in specs]
 
     def _acquire(self, standby: bool, standby_timeout: float | None) -> None:
@@ -266,8 +248,6 @@ class Publisher:
 
     def load(self) -> LoadedConfig:
         """Load and merge the sources now (nothing is validated or published)."""
-        from shmconf.sources import load_sources
-
         return load_sources(self._sources, env_prefix=self.env_prefix)
 
     def validate(
@@ -307,7 +287,7 @@ class Publisher:
         instance = self.validate(loaded.data, loaded.origin_of)
         pin = self.history.pin()
         if pin is not None:
-            sources_digest = _snapshot.digest(_snapshot.canonical(loaded.data))
+            sources_digest = content.digest(content.canonical(loaded.data))
             if sources_digest == pin.sources_digest:
                 log.info("config %r: rollback to generation %d is pinned; sources unchanged",
                          self.name, pin.generation)
@@ -350,7 +330,7 @@ class Publisher:
         sources_digest = ""
         if self._sources:
             with contextlib.suppress(ShmconfError):
-                sources_digest = _snapshot.digest(_snapshot.canonical(self.load().data))
+                sources_digest = content.digest(content.canonical(self.load().data))
         self.history.set_pin(Pin(generation, sources_digest))
         log.info("config %r: rolled back to the content of generation %d as generation %d",
                  self.name, target.generation, generation)
@@ -368,23 +348,23 @@ class Publisher:
     ) -> int:
         started = time.perf_counter()
         try:
-            payload = _snapshot.canonical(data)
+            payload = content.canonical(data)
         except TypeError as exc:
             raise ConfigValidationError(self.name, [_unserializable(data, exc)]) from None
         if len(payload) > self.max_bytes:
             raise ConfigTooLargeError(self.name, len(payload), self.max_bytes)
-        digest = _snapshot.digest(payload)
+        digest = content.digest(payload)
         if digest == self._digest and not force:
             self.stats.unchanged += 1
             log.debug("config %r: content unchanged (digest %s)", self.name, digest[:12])
             return self.generation
-        changed = _snapshot.changed_paths(self._data, data)
+        changed = content.changed_paths(self._data, data)
         meta: dict[str, Any] = {
             "digest": digest,
             "size": len(payload),
             "changed": changed,
             "sources": list(source_names),
-            "secrets": _snapshot.secret_paths(instance) if instance is not None else [],
+            "secrets": content.secret_paths(instance) if instance is not None else [],
             "origin": origin,
             "revisions": dict(revisions or {}),
             "model": f"{self.model.__module__}.{self.model.__qualname__}" if self.model else None,
@@ -417,10 +397,10 @@ class Publisher:
     def reload(self) -> int | None:
         """Reload from the sources, keeping the last good config on failure.
 
-        Returns the published generation, or ``None`` when the sources were
-        rejected (the reason is logged and counted in ``stats``).
+        **Last-known-good is enforced here.** Returns the published
+        generation, or ``None`` when the sources were rejected: the reason is
+        logged and counted in ``stats``, and nothing is published.
         """
-        self._reloads += 1
         try:
             return self.publish_now()
         except (ShmconfError, OSError) as exc:
@@ -430,217 +410,66 @@ class Publisher:
             log.error("config %r: rejected: %s; still serving generation %d",
                       self.name, exc, self.generation)
             return None
-        finally:
-            self.write_status()
 
-    def handle_request(self) -> bool:
-        """Carry out a request the CLI left in ``request.json``; ``False`` if none.
+    def serve_last_good(self, exc: SourceError) -> None:
+        """Keep serving without a source that cannot be read at start (``start_without_source``).
 
-        The request is removed before it runs, so a crash cannot repeat it.
-        Its outcome goes into ``status.json`` under ``last_request``.
+        The segment's generation stays if there is one; otherwise the
+        history's newest version is published again. Raises ``exc``, extended,
+        when there is neither.
         """
-        path = self.state_dir / REQUEST_FILE
-        try:
-            raw = read_private(path)
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        outcome: dict[str, Any] = {"id": None, "ok": False, "generation": None, "error": None}
-        try:
-            request = orjson.loads(raw)
-            outcome["id"] = request.get("id")
-            if request.get("action") != "rollback":
-                raise ShmconfError(f"unknown request {request.get('action')!r}")
-            outcome["generation"] = self.rollback(request.get("to"))
-            outcome["ok"] = True
-        except (ShmconfError, OSError, ValueError, AttributeError) as exc:
-            outcome["error"] = str(exc)
-            log.error("config %r: request failed: %s", self.name, exc)
-        self._last_request = outcome
-        self.write_status()
-        return True
+        if self._digest is not None:
+            log.warning("config %r: %s; serving generation %d until the source is back",
+                        self.name, exc, self.generation)
+        else:
+            versions = self.history.versions()
+            if not versions:
+                raise SourceError(
+                    exc.source, f"{exc.reason}; and no last good version is kept to "
+                    "start without it", exc.line, exc.column,
+                ) from None
+            last = versions[-1]
+            self._publish(last.data, self.validate(last.data), origin="history",
+                          source_names=last.sources)
+            log.warning("config %r: %s; serving the last good version from history "
+                        "until the source is back", self.name, exc)
+        self.stats.rejections["source"] += 1
+        self.stats.last_error = str(exc)
 
-    def status(self) -> dict[str, Any]:
-        """What ``status.json`` holds: the service's own view, for the CLI and metrics."""
-        return {
-            "pid": os.getpid(),
-            "generation": self.generation,
-            "digest": self._digest,
-            "sources": [s.name for s in self._sources],
-            "reloads": self._reloads,
-            "publishes": self.stats.publishes,
-            "rejections": dict(self.stats.rejections),
-            "last_error": self.stats.last_error,
-            "last_publish_ns": self.stats.last_publish_ns,
-            "last_request": self._last_request,
-            "source_health": [h for s in self._sources if (h := s.health()) is not None],
-            "updated_ns": time.time_ns(),
-        }
-
-    def write_status(self) -> None:
-        """Rewrite ``status.json``; a failure is logged, never fatal."""
-        try:
-            write_private(self.state_dir / STATUS_FILE, orjson.dumps(self.status()))
-        except OSError as exc:
-            log.warning("config %r: cannot write %s: %s", self.name, STATUS_FILE, exc)
-
-    # -- service -----------------------------------------------------------------
-
-    def request_reload(self) -> None:
-        """Ask the service loop to reload soon. Safe from signal handlers and threads."""
-        self._events.put("reload")
-
-    def _watch_paths(self) -> list[Path]:
+    def watch_paths(self) -> list[Path]:
+        """The files a watcher must watch: those of every file source."""
         return [p for s in self._sources for p in s.watch_paths()]
 
-    def _begin(self) -> None:
-        """Arm the watcher, then publish the initial config (which must be good)."""
-        paths = self._watch_paths()
-        if paths:
-            from shmconf.watch import Watcher
-
-            self._watcher = Watcher(
-                paths, self.request_reload, debounce_ms=int(self.debounce * 1000),
-                poll_s=self.poll,
-            )
-            self._watcher.start()
-        try:
-            self._publish_initial()
-        except BaseException:
-            self._end()
-            raise
-        # Watches of other sources resume from the revision just read, so
-        # starting them after the initial publish misses nothing.
-        for source in self._sources:
-            stop = source.start_watch(self.request_reload)
-            if stop is not None:
-                self._source_watches.append(stop)
-        self.write_status()
-
-    def _publish_initial(self) -> None:
-        try:
-            self.publish_now()
-        except SourceError as exc:
-            if not self.start_without_source:
-                raise
-            if self._digest is not None:
-                log.warning("config %r: %s; serving generation %d until the source is back",
-                            self.name, exc, self.generation)
-            else:
-                versions = self.history.versions()
-                if not versions:
-                    raise SourceError(
-                        exc.source, f"{exc.reason}; and no last good version is kept to "
-                        "start without it", exc.line, exc.column,
-                    ) from None
-                last = versions[-1]
-                self._publish(last.data, self.validate(last.data), origin="history",
-                              source_names=last.sources)
-                log.warning("config %r: %s; serving the last good version from history "
-                            "until the source is back", self.name, exc)
-            self.stats.rejections["source"] += 1
-            self.stats.last_error = str(exc)
-
-    def _loop(self) -> None:
-        """Dispatch queued events until "stop"; heartbeat whenever idle."""
-        writer = self.writer
-        while True:
-            try:
-                event = self._events.get(timeout=HEARTBEAT_S)
-            except queue.Empty:
-                writer.heartbeat()
-                continue
-            if event == "stop":
-                return
-            if event == "reload":
-                event = self._coalesce_reloads()
-                if event == "stop":
-                    return
-            # A SIGHUP carries out a pending CLI request if there is one, else reloads.
-            if event == "reload" or (event == "hup" and not self.handle_request()):
-                self.reload()
-            writer.heartbeat()
-
-    def _coalesce_reloads(self) -> str:
-        """Drop reloads queued behind this one: one reload reads every change.
-
-        A burst of watch responses (etcd) or a SIGHUP storm then costs one
-        reload. A queued "stop" or "hup" is kept and wins.
-        """
-        event = "reload"
-        while True:
-            try:
-                queued = self._events.get_nowait()
-            except queue.Empty:
-                return event
-            if queued == "stop":
-                return "stop"
-            if queued == "hup":
-                event = "hup"
-
-    def _end(self) -> None:
-        while self._source_watches:
-            self._source_watches.pop()()
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
+    # -- as a service (see shmconf.service) -------------------------------------------
 
     def serve_forever(self) -> None:
-        """Publish, then watch the sources until SIGTERM or SIGINT; SIGHUP reloads now.
+        """Publish, then keep the config current until SIGTERM or SIGINT; SIGHUP reloads.
 
-        Must run in the main thread (it installs signal handlers, restored on
-        return). Raises if the initial config cannot be published.
+        Must run in the main thread. Raises if the initial config cannot be
+        published. See :meth:`shmconf.service.Service.serve_forever`.
         """
-        handlers = {
-            signal.SIGTERM: self._handle_stop,
-            signal.SIGINT: self._handle_stop,
-            signal.SIGHUP: self._handle_hup,
-        }
-        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
-        try:
-            self._begin()
-            try:
-                self._loop()
-            finally:
-                self._end()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        from shmconf.service import Service
 
-    def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
-        """Signal handler: only enqueue. SimpleQueue.put is reentrant-safe."""
-        self._events.put("stop")
-
-    def _handle_hup(self, signum: int, frame: FrameType | None) -> None:
-        """Signal handler: only enqueue (a pending CLI request, else a reload)."""
-        self._events.put("hup")
+        Service(self).serve_forever()
 
     def start(self) -> None:
-        """Publish, then watch the sources on a background thread until :meth:`stop`.
+        """Publish, then keep the config current on a background thread until :meth:`stop`.
 
         Raises here, in the caller, if the initial config cannot be published.
         """
-        if self._thread is not None:
-            raise RuntimeError(f"publisher of {self.name!r} is already running")
-        self._begin()
-        self._thread = threading.Thread(
-            target=self._run_thread, name=f"shmconf-publisher-{self.name}", daemon=True
-        )
-        self._thread.start()
+        from shmconf.service import Service
 
-    def _run_thread(self) -> None:
-        try:
-            self._loop()
-        finally:
-            self._end()
+        if self._service is not None:
+            raise RuntimeError(f"publisher of {self.name!r} is already running")
+        service = Service(self)
+        service.start()
+        self._service = service
 
     def stop(self, timeout: float | None = 10.0) -> None:
         """Stop the background service started by :meth:`start`; idempotent."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._events.put("stop")
-        thread.join(timeout)
+        service, self._service = self._service, None
+        if service is not None:
+            service.stop(timeout)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -662,14 +491,32 @@ class Publisher:
             self._lock = None
 
     def unlink(self) -> None:
-        """Remove the segments and the lock file, then close.
+        """Remove the name's segments and its lock file, then close.
 
-        Attached readers keep their last snapshot. The history stays in the
-        state directory, so a later publisher still continues the count.
+        Works before or after :meth:`close`, as ``SharedMemory.unlink()``
+        does: after a close it takes the writer lock again, without waiting,
+        so it never removes a name that another publisher owns now (that
+        raises :class:`PublisherRunningError`). Attached readers keep their
+        last snapshot. The history stays in the state directory, so a later
+        publisher still continues the count.
         """
         self.stop()
-        if self._writer is not None:
-            self._writer.unlink()
+        if self._writer is None:
+            lock = filelock.FileLock(self.lock_file, thread_local=False)
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                raise PublisherRunningError(
+                    self.name, str(self.lock_file), _publisher_pid(self.name)
+                ) from None
+            try:
+                unlink_name(self.name)
+                with contextlib.suppress(FileNotFoundError):
+                    self.lock_file.unlink()
+            finally:
+                lock.release(force=True)
+            return
+        self._writer.unlink()
         self.close()
         with contextlib.suppress(FileNotFoundError):
             self.lock_file.unlink()
@@ -688,8 +535,8 @@ class Publisher:
 def _publisher_pid(name: str) -> int | None:
     """The pid an existing anchor names as its publisher, if it can be read."""
     try:
-        anchor = segment.open_anchor(name, writable=False)
-    except (OSError, segment.AnchorNotReady):
+        anchor = open_anchor(name, writable=False)
+    except (OSError, AnchorNotReady):
         return None
     try:
         return int(anchor.words[L.A_PUBLISHER_PID]) or None
@@ -699,8 +546,6 @@ def _publisher_pid(name: str) -> int | None:
 
 def _unserializable(data: Mapping[str, Any], exc: TypeError) -> str:
     """Where in ``data`` the value orjson refused is, and why (error path only)."""
-    from shmconf.sources.base import InvalidData, dotted, normalize
-
     try:
         normalize(dict(data))
     except InvalidData as bad:

@@ -1,24 +1,13 @@
 """The read side: a seqlock read of the published slot, cached once per process.
 
 ``Reader.get()`` on an unchanged config is one aligned 8-byte load from the
-anchor, a compare with the cached generation and the return of the cached
-object: no lock, no syscall, no copy. Only a new generation takes the slow
-path, once per process (``docs/design.md`` numbers the same steps)::
-
-    R1  g = anchor.generation                      pairs with the writer's W4
-    R2  serial = anchor.data_serial; map that data segment if it is new
-                                                   pairs with the writer's G3
-    R3  copy slot[g % 2]'s header; its seq must be even, its generation g,
-        its lengths within the slot                pairs with W1 and W3
-    R4  copy meta and payload out of the slot
-    R5  load seq again; it must equal R3's         pairs with W1 of a later writer
-    R6  crc32 of what was copied must match the checksum
-    R7  parse (orjson), validate (the model), cache, record g in the reader table
-
-Any failed check goes back to R1, a bounded number of times. Python has no
-load barriers, so on a weakly ordered CPU R4 may observe stores that R3 and
-R5 did not; R6 is what rejects such a copy. A copy that passes R3-R6 is one
-the writer finished, of generation ``g``: never torn, never older than ``g``.
+anchor (R1), a compare with the cached generation and the return of the
+cached object: no lock, no syscall, no copy. Only a new generation takes the
+slow path, once per process: R2 here, R3-R6 in
+:func:`shmconf.protocol.slot.read_slot`, R7 here (``docs/design.md`` lists
+the steps and why each check is needed). Any failed check goes back to R1, a
+bounded number of times; a copy that passes is one the writer finished, of
+generation ``g``: never torn, never older than ``g``.
 
 Readers never unlink and never register with the resource tracker; closing
 or exiting leaves the segment to the publisher.
@@ -29,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
+import types
+import warnings
 import weakref
-import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -40,14 +31,20 @@ from typing import Any, Final, Generic, TypeVar, overload
 
 import orjson
 
-from shmconf import _gc, _table, segment
-from shmconf import _layout as L
-from shmconf._errors import (
+from shmconf import _gc
+from shmconf.errors import (
+    AnchorNotReady,
     AttachTimeout,
     ConfigValidationError,
     SegmentError,
     validation_problems,
 )
+from shmconf.protocol import layout as L
+from shmconf.protocol import table
+from shmconf.protocol.anchor import open_anchor
+from shmconf.protocol.block import SharedBlock
+from shmconf.protocol.layout import anchor_shm_name, validate_name
+from shmconf.protocol.slot import open_data, read_slot
 
 log = logging.getLogger("shmconf.reader")
 
@@ -114,12 +111,12 @@ class Reader(Generic[T]):
     def __init__(
         self,
         name: str,
-        anchor: segment.SharedBlock,
+        anchor: SharedBlock,
         model: Callable[[Any], T] | None,
         trusted_uids: frozenset[int] | None,
     ) -> None:
         self.name = name
-        self._anchor: segment.SharedBlock | None = anchor
+        self._anchor: SharedBlock | None = anchor
         self._words: memoryview = anchor.words
         self._model = model
         self._trusted_uids = trusted_uids
@@ -129,7 +126,7 @@ class Reader(Generic[T]):
         self._snapshot: T = None  # type: ignore[assignment]  # set by the first refresh
         self._meta: dict[str, Any] = {}
         self._published_ns = 0
-        self._data: segment.SharedBlock | None = None
+        self._data: SharedBlock | None = None
         self._serial = 0
         self._capacity = 0
         self._stride = 0
@@ -229,7 +226,7 @@ class Reader(Generic[T]):
                 self._bad_generation = generation
                 if self._gen < 0:
                     raise SegmentError(
-                        segment.anchor_shm_name(self.name),
+                        anchor_shm_name(self.name),
                         f"generation {generation} fails its checks on every read; the segment "
                         "is corrupted: restart the publisher or `shmconf unlink` it",
                     ) from None
@@ -283,26 +280,15 @@ class Reader(Generic[T]):
             data = self._data
             if data is None:
                 continue
-            offset = L.slot_offset(generation % 2, self._stride)
-            header = data.read(offset, offset + L.SLOT_HEADER_SIZE)  # R3
-            seq, checksum, meta_len, slot_gen, payload_len, published_ns = (
-                L.SLOT_HEADER.unpack_from(header)
-            )
-            if seq % 2 or slot_gen != generation or meta_len + payload_len > self._capacity:
-                continue
-            start = offset + L.SLOT_HEADER_SIZE
-            body = data.read(start, start + meta_len + payload_len)  # R4
-            if data.words[offset // 8] != seq:  # R5: pairs with a later writer's W1
-                continue
-            checked = zlib.crc32(header[L.SLOT_CHECKED_FROM :])
-            if zlib.crc32(body, checked) != checksum:  # R6: what catches a torn copy
-                continue
-            return generation, body[:meta_len], body[meta_len:], published_ns
+            found = read_slot(data, generation, self._stride, self._capacity)  # R3-R6
+            if found is not None:
+                meta, payload, published_ns = found
+                return generation, meta, payload, published_ns
         raise _Unreadable
 
     def _map_data(self, serial: int) -> bool:
         try:
-            block, capacity, stride = segment.open_data(
+            block, capacity, stride = open_data(
                 self.name, serial, writable=False, trusted_uids=self._trusted_uids
             )
         except FileNotFoundError:
@@ -339,19 +325,19 @@ class Reader(Generic[T]):
         if self._entry is None or self._pid != os.getpid():
             self._pid = os.getpid()
             try:
-                self._entry = _table.claim(anchor, self._pid, generation)
+                self._entry = table.claim(anchor, self._pid, generation)
             except OSError as exc:  # the table lock failed (ENOLCK): reads go on
                 log.debug("config %r: not listed in the reader table: %s", self.name, exc)
         else:
-            _table.update(anchor, self._entry, generation)
+            table.update(anchor, self._entry, generation)
 
     def _follow_new_anchor(self) -> None:
         """The anchor was unlinked; switch to a new one under the name if there is one."""
         try:
-            anchor = segment.open_anchor(
+            anchor = open_anchor(
                 self.name, writable=True, trusted_uids=self._trusted_uids
             )
-        except (FileNotFoundError, PermissionError, segment.AnchorNotReady):
+        except (FileNotFoundError, PermissionError, AnchorNotReady):
             raise _Unreadable from None
         old = self._anchor
         if old is not None:
@@ -389,7 +375,7 @@ class Reader(Generic[T]):
         anchor = self._anchor
         if anchor is not None and self._entry is not None and self._pid == os.getpid():
             with contextlib.suppress(OSError, ValueError):
-                _table.release(anchor, self._entry, self._pid)
+                table.release(anchor, self._entry, self._pid)
         self._entry = None
 
     def _after_fork(self) -> None:
@@ -545,7 +531,7 @@ def attach(
         SegmentError: the segment exists but is not usable (says why).
         ConfigValidationError: the published config does not fit ``model``.
     """
-    segment.validate_name(name)
+    validate_name(name)
     validate = _model_validator(model)
     trusted = _trusted(trusted_owner)
     deadline = time.monotonic() + timeout
@@ -585,14 +571,34 @@ def _open_reader(
     register: bool,
 ) -> tuple[Reader[Any] | None, str]:
     try:
-        anchor = segment.open_anchor(name, writable=register, trusted_uids=trusted)
+        anchor = open_anchor(name, writable=register, trusted_uids=trusted)
     except FileNotFoundError:
-        return None, f"no segment {segment.anchor_shm_name(name)!r}"
-    except segment.AnchorNotReady:
+        return None, f"no segment {anchor_shm_name(name)!r}"
+    except AnchorNotReady:
         return None, "segment being created"
     except PermissionError as exc:
         if isinstance(exc, SegmentError):
             raise
         # Shared with a group read-only: read, but stay out of the reader table.
-        anchor = segment.open_anchor(name, writable=False, trusted_uids=trusted)
+        anchor = open_anchor(name, writable=False, trusted_uids=trusted)
     return Reader(name, anchor, validate, trusted), ""
+
+
+class _DeprecatedCallableModule(types.ModuleType):
+    """This module, callable as the deprecated ``shmconf.reader()``.
+
+    ``shmconf.reader()`` used to be a function, which shadowed this module:
+    after ``import shmconf.reader`` the name meant one or the other. The
+    function is now ``shmconf.current_reader()``; calling the module keeps
+    old code working for one release, with a DeprecationWarning.
+    """
+
+    def __call__(self) -> Reader[Any]:
+        warnings.warn("shmconf.reader() is deprecated; use shmconf.current_reader()",
+                      DeprecationWarning, stacklevel=2)
+        from shmconf._current import current_reader
+
+        return current_reader()
+
+
+sys.modules[__name__].__class__ = _DeprecatedCallableModule

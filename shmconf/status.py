@@ -1,23 +1,26 @@
 """What is live for a name: the segment, its publisher and its readers.
 
-Used by ``shmconf status``/``show``, the debug view and the metrics. Reading
-status never makes this process a reader: the segment is opened without a
-reader-table entry.
+Used by ``shmconf status``/``show``, the debug view and the metrics. Status
+reads the anchor, the published slot's header and its meta directly, opening
+each object once; it never copies or parses the config, and never makes this
+process a reader.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 import orjson
 
-from shmconf import _layout as L
-from shmconf import _paths, _table, segment
-from shmconf._errors import SegmentError, SegmentNotFoundError
-from shmconf.history import read_private
+from shmconf import _paths
+from shmconf.errors import AnchorNotReady, SegmentError, SegmentNotFoundError, ShmconfError
+from shmconf.protocol import control, table
+from shmconf.protocol import layout as L
+from shmconf.protocol.anchor import open_anchor
+from shmconf.protocol.layout import anchor_shm_name, validate_name
+from shmconf.protocol.slot import open_data, read_slot_meta
 
 #: A publisher whose heartbeat is older than this is reported dead, even if
 #: its pid exists (a stopped or hung process, or a reused pid).
@@ -71,20 +74,19 @@ class Status:
 
 def publisher_alive(pid: int, heartbeat_ns: int) -> bool:
     """Alive: the pid exists and its heartbeat is recent."""
-    if not pid or not _table.pid_alive(pid):
+    if not pid or not table.pid_alive(pid):
         return False
     return (time.time_ns() - heartbeat_ns) / 1e9 < HEARTBEAT_STALE_S
 
 
 def read_service_status(name: str) -> dict[str, Any]:
     """The running (or last) publisher's ``status.json``; empty when there is none."""
-    from shmconf.publisher import STATUS_FILE
-
     try:
-        path = _paths.runtime_dir() / name / STATUS_FILE
-        return dict(orjson.loads(read_private(path)))
-    except (OSError, ValueError):
+        # Not _paths.state_dir(): looking must not create the directory.
+        state_dir = _paths.runtime_dir() / name
+    except OSError:
         return {}
+    return control.read_status(state_dir)
 
 
 def collect(name: str, *, reclaim: bool = True) -> Status:
@@ -93,19 +95,17 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
     With ``reclaim``, reader-table entries of dead processes are freed after
     they were reported (so they show once as dead, then disappear).
     """
-    from shmconf.reader import attach
-
-    segment.validate_name(name)
+    validate_name(name)
     try:
         try:
-            anchor = segment.open_anchor(name, writable=reclaim)
+            anchor = open_anchor(name, writable=reclaim)
         except PermissionError:
-            anchor = segment.open_anchor(name, writable=False)
+            anchor = open_anchor(name, writable=False)
     except FileNotFoundError:
-        raise SegmentNotFoundError(name, segment.anchor_shm_name(name)) from None
-    except segment.AnchorNotReady:
+        raise SegmentNotFoundError(name, anchor_shm_name(name)) from None
+    except AnchorNotReady:
         raise SegmentError(
-            segment.anchor_shm_name(name),
+            anchor_shm_name(name),
             "exists but is not finished: a publisher is creating it right now, or one was "
             "killed while creating it; starting the publisher replaces it, or `shmconf unlink` it",
         ) from None
@@ -113,24 +113,11 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
         words = anchor.words
         pid = int(words[L.A_PUBLISHER_PID])
         heartbeat_ns = int(words[L.A_HEARTBEAT_NS])
-        entries = _table.entries(anchor)
-        readers = [ReaderStatus(e.pid, e.generation, _table.pid_alive(e.pid)) for e in entries]
+        entries = table.entries(anchor)
+        readers = [ReaderStatus(e.pid, e.generation, table.pid_alive(e.pid)) for e in entries]
         if reclaim:
-            _table.reclaim_dead(anchor)
-        meta: dict[str, Any] = {}
-        published_ns = 0
-        used = 0
-        generation = int(words[L.A_GENERATION])
-        if generation:
-            with contextlib.suppress(Exception):
-                reader = attach(name, timeout=0, register=False)
-                try:
-                    meta = dict(reader.meta)
-                    published_ns = int(reader.published_at * 1e9)
-                    generation = reader.generation
-                    used = len(orjson.dumps(meta)) + int(meta.get("size", 0))
-                finally:
-                    reader.close()
+            table.reclaim_dead(anchor)
+        generation, meta, published_ns, used = _published_meta(name, words)
         return Status(
             name=name,
             generation=generation,
@@ -151,3 +138,40 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
     finally:
         anchor.close()
 
+
+#: Attempts to read a slot's meta while a publish rewrites it.
+_META_ATTEMPTS: Final = 50
+
+
+def _published_meta(name: str, words: memoryview) -> tuple[int, dict[str, Any], int, int]:
+    """``(generation, meta, published_ns, used bytes)`` of the published slot.
+
+    Reads the data segment's header and the slot's header and meta only;
+    ``({}, 0, 0)`` with the anchor's generation when there is none or it
+    cannot be read (status must still show the rest).
+    """
+    generation = int(words[L.A_GENERATION])
+    serial = int(words[L.A_DATA_SERIAL])
+    if not generation or not serial:
+        return generation, {}, 0, 0
+    try:
+        block, capacity, stride = open_data(name, serial, writable=False)
+    except (OSError, ShmconfError):
+        return generation, {}, 0, 0
+    try:
+        for _ in range(_META_ATTEMPTS):
+            generation = int(words[L.A_GENERATION])
+            found = read_slot_meta(block, generation, stride, capacity)
+            if found is None:
+                time.sleep(0.001)
+                continue
+            raw, published_ns, used = found
+            try:
+                meta = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError:
+                continue  # torn while copied: read again
+            if isinstance(meta, dict):
+                return generation, meta, published_ns, used
+        return generation, {}, 0, 0
+    finally:
+        block.close()

@@ -1,28 +1,16 @@
 """The write side of the segment protocol: fill the inactive slot, then commit.
 
-Publishing generation ``n`` (the steps of ``docs/design.md``)::
+A :class:`Writer` owns the anchor and the data segment of one name: it keeps
+the generation floor (generations only grow, across restarts and unlinks),
+publishes through the steps W1-W4 of ``docs/design.md`` (W1-W3 in
+:func:`shmconf.protocol.slot.write_slot`, W4 here), and grows into a larger
+data segment (G1-G4) when a config does not fit a slot. The steps carry
+their labels at the lines that perform them.
 
-    W1  seq = slot[n % 2].seq; store an odd seq          (slot is being written)
-    W2  store meta, payload, then the slot header with its checksum
-    W3  store seq + 1 (even)                             (slot is complete)
-    W4  anchor.generation = n                            (commit point)
-
-A config larger than a slot goes to a new data segment first::
-
-    G1  create data segment serial+1 with a doubled capacity (posix_fallocate:
-        a full /dev/shm fails here, before anything changed)
-    G2  copy the published slot ``g % 2`` into it, unchanged
-    G3  anchor.data_serial = serial+1
-    G4  W1..W4 on the new segment, then unlink the old one's name
-
-Python has no store barriers. On x86-64 stores become visible in program
-order, so a reader that sees ``n`` in W4 sees the slot W1-W3 wrote. A weakly
-ordered CPU may show W4 before W2; the reader then copies a slot whose seq,
-generation or checksum does not match and retries. The checksum is what
-makes a torn copy impossible to accept on every CPU.
-
-Exactly one writer may run these steps for a name: the publisher holds a file
-lock around a :class:`Writer` for its whole life.
+Python has no store barriers; the reader's checksum (R6) is what makes a
+torn copy impossible to accept on every CPU (``docs/design.md``, "Why it
+holds"). Exactly one writer may run for a name: the publisher holds a file
+lock around its :class:`Writer` for its whole life.
 """
 
 from __future__ import annotations
@@ -30,50 +18,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import struct
 import time
-import zlib
 from typing import Final
 
-from shmconf import _layout as L
-from shmconf import segment
-from shmconf._errors import SegmentError
+from shmconf.errors import AnchorNotReady, SegmentError
+from shmconf.protocol import layout as L
+from shmconf.protocol.anchor import create_anchor, open_anchor
+from shmconf.protocol.block import (
+    SharedBlock,
+    list_shm_names,
+    other_layout_names,
+    unlink_shm,
+    unused_other_layouts,
+)
+from shmconf.protocol.layout import anchor_shm_name, data_shm_name, validate_name
+from shmconf.protocol.slot import create_data, open_data, read_slot, write_slot
 
 log = logging.getLogger("shmconf.writer")
 
 #: No real publisher gets near 2**63 generations; a count that does was
 #: overwritten by something else, and must not wrap the u64 word.
 _GENERATION_LIMIT: Final = 1 << 63
-
-#: Bytes 12..63 of a slot header (meta_len, generation, payload_len,
-#: published_ns and the reserved tail), the part the checksum covers.
-_CHECKED_HEADER: Final = struct.Struct("<IQQQ24x")
-
-
-def write_slot(
-    block: segment.SharedBlock,
-    offset: int,
-    *,
-    generation: int,
-    meta: bytes,
-    payload: bytes,
-    published_ns: int,
-) -> None:
-    """Fill the slot at ``offset`` under its sequence word (steps W1-W3)."""
-    words = block.words
-    seq_index = offset // 8
-    seq = words[seq_index]
-    # A seq left odd by a writer killed mid-write stays odd: start past it.
-    odd = seq + 1 if seq % 2 == 0 else seq + 2
-    words[seq_index] = odd  # W1: pairs with the reader's R3/R6 seq checks
-    checked = _CHECKED_HEADER.pack(len(meta), generation, len(payload), published_ns)
-    checksum = zlib.crc32(payload, zlib.crc32(meta, zlib.crc32(checked)))
-    body = offset + L.SLOT_HEADER_SIZE
-    block.write(body, meta)
-    block.write(body + len(meta), payload)
-    block.write(offset + 8, struct.pack("<I", checksum) + checked)  # W2
-    words[seq_index] = odd + 1  # W3
-
 
 class Writer:
     """Publishes snapshots into the anchor and data segment of one name.
@@ -84,8 +49,8 @@ class Writer:
     time, and one Writer per name across the host (the publisher's lock).
     """
 
-    _anchor: segment.SharedBlock | None = None
-    _data: segment.SharedBlock | None = None
+    _anchor: SharedBlock | None = None
+    _data: SharedBlock | None = None
 
     def __init__(
         self,
@@ -96,7 +61,7 @@ class Writer:
         min_generation: int = 0,
         slot_capacity: int = L.DEFAULT_SLOT_CAPACITY,
     ) -> None:
-        self.name = segment.validate_name(name)
+        self.name = validate_name(name)
         self._mode = mode
         self._data_mode = mode & ~0o022  # readers never write a data segment
         self._gid = gid
@@ -104,18 +69,22 @@ class Writer:
         # 0, and the first publish then follows the history's last generation.
         self._floor = min_generation
         try:
-            anchor = segment.open_anchor(name, writable=True)
+            anchor = open_anchor(name, writable=True)
         except FileNotFoundError:
-            anchor = segment.create_anchor(name, mode=mode, gid=gid)
-        except segment.AnchorNotReady:
+            anchor = create_anchor(name, mode=mode, gid=gid)
+        except AnchorNotReady:
             # Only a writer creates anchors, and we hold the writer lock: this
             # one was left by a publisher killed while creating it.
-            segment.unlink_shm(segment.anchor_shm_name(name))
-            anchor = segment.create_anchor(name, mode=mode, gid=gid)
+            unlink_shm(anchor_shm_name(name))
+            anchor = create_anchor(name, mode=mode, gid=gid)
         self._anchor = anchor
         words = anchor.words
         self._open_data(slot_capacity)
         self._remove_leftovers()
+        # Objects of other layout versions of this name (a `kill -USR2`
+        # upgrade's old workers may still read them): removed once unmapped.
+        self._old_layouts = bool(other_layout_names(name))
+        self.remove_old_layouts()
         now = time.time_ns()
         words[L.A_PUBLISHER_PID] = os.getpid()
         words[L.A_STARTED_NS] = now
@@ -127,7 +96,7 @@ class Writer:
         serial = words[L.A_DATA_SERIAL]
         if serial:
             try:
-                self._data, self._capacity, self._stride = segment.open_data(
+                self._data, self._capacity, self._stride = open_data(
                     self.name, serial, writable=True
                 )
                 return
@@ -139,8 +108,8 @@ class Writer:
                 )
         capacity = L.capacity_for(slot_capacity)
         serial += 1
-        segment.unlink_shm(segment.data_shm_name(self.name, serial))
-        self._data = segment.create_data(
+        unlink_shm(data_shm_name(self.name, serial))
+        self._data = create_data(
             self.name, serial, capacity, mode=self._data_mode, gid=self._gid
         )
         self._capacity, self._stride = capacity, L.SLOT_HEADER_SIZE + capacity
@@ -149,15 +118,15 @@ class Writer:
 
     def _remove_leftovers(self) -> None:
         """Unlink data segments a killed publisher left half-made or unreclaimed."""
-        current = segment.data_shm_name(self.name, self.anchor.words[L.A_DATA_SERIAL])
-        anchor_name = segment.anchor_shm_name(self.name)
-        for shm_name in segment.list_shm_names(self.name):
+        current = data_shm_name(self.name, self.anchor.words[L.A_DATA_SERIAL])
+        anchor_name = anchor_shm_name(self.name)
+        for shm_name in list_shm_names(self.name):
             if shm_name not in (anchor_name, current):
                 log.info("removing leftover segment %s", shm_name)
-                segment.unlink_shm(shm_name)
+                unlink_shm(shm_name)
 
     @property
-    def anchor(self) -> segment.SharedBlock:
+    def anchor(self) -> SharedBlock:
         if self._anchor is None:
             raise ValueError(f"writer of {self.name!r} is closed")
         return self._anchor
@@ -187,16 +156,8 @@ class Writer:
         data = self._data
         if generation == 0 or data is None:
             return None
-        offset = L.slot_offset(generation % 2, self._stride)
-        header = data.read(offset, offset + L.SLOT_HEADER_SIZE)
-        seq, checksum, meta_len, slot_gen, payload_len, _ = L.SLOT_HEADER.unpack_from(header)
-        if seq % 2 or slot_gen != generation or meta_len + payload_len > self._capacity:
-            return None
-        start = offset + L.SLOT_HEADER_SIZE
-        body = data.read(start, start + meta_len + payload_len)
-        if zlib.crc32(body, zlib.crc32(header[L.SLOT_CHECKED_FROM :])) != checksum:
-            return None
-        return body[:meta_len], body[meta_len:]
+        found = read_slot(data, generation, self._stride, self._capacity)
+        return None if found is None else found[:2]
 
     def publish(self, payload: bytes, meta: bytes = b"{}", published_ns: int | None = None) -> int:
         """Publish ``payload`` as the next generation; returns that generation.
@@ -214,7 +175,7 @@ class Writer:
                 "corrupted; `shmconf unlink` the name and restart the publisher",
             )
         if len(meta) + len(payload) > self._capacity:
-            self._grow(len(meta) + len(payload))
+            self._grow(len(meta) + len(payload))  # G1-G3; W1-W4 below are then G4
         if published_ns is None:
             published_ns = time.time_ns()
         data = self._data
@@ -238,8 +199,8 @@ class Writer:
         capacity = L.capacity_for(needed, self._capacity * 2)
         serial = words[L.A_DATA_SERIAL] + 1
         # A writer killed while growing may have left this serial half made.
-        segment.unlink_shm(segment.data_shm_name(self.name, serial))
-        new = segment.create_data(  # G1
+        unlink_shm(data_shm_name(self.name, serial))
+        new = create_data(  # G1
             self.name, serial, capacity, mode=self._data_mode, gid=self._gid
         )
         stride = L.SLOT_HEADER_SIZE + capacity
@@ -254,14 +215,29 @@ class Writer:
         old.unlink()  # readers that mapped it keep their mapping until they move on
         log.info("grew %r to %d bytes per slot (data segment %d)", self.name, capacity, serial)
 
-    def _used_bytes(self, block: segment.SharedBlock, offset: int) -> int:
+    def _used_bytes(self, block: SharedBlock, offset: int) -> int:
         header = L.SLOT_HEADER.unpack(block.read(offset, offset + L.SLOT_HEADER.size))
         used = int(header[2] + header[4])  # meta_len + payload_len
         return min(used, self._capacity)
 
     def heartbeat(self) -> None:
-        """Record that the publisher is alive (``status`` reads this)."""
+        """Record that the publisher is alive (``status`` reads this).
+
+        While objects of another layout version of the name remain, also
+        remove those that no process maps any more.
+        """
         self.anchor.words[L.A_HEARTBEAT_NS] = time.time_ns()
+        if self._old_layouts:
+            self.remove_old_layouts()
+
+    def remove_old_layouts(self) -> None:
+        """Unlink the name's objects of other layout versions whose last reader is gone."""
+        if not self._old_layouts:
+            return
+        for shm_name in unused_other_layouts(self.name):
+            log.info("removed %s: an older layout of %r that no process maps any more",
+                     shm_name, self.name)
+        self._old_layouts = bool(other_layout_names(self.name))
 
     def close(self) -> None:
         """Stop publishing: mark the segment as having no publisher, then unmap.
@@ -279,21 +255,44 @@ class Writer:
             self._data = None
 
     def unlink(self) -> None:
-        """Remove the segments' names: nobody can attach any more.
-
-        Attached readers are told by the anchor's retired flag and keep their
-        last snapshot until a new anchor appears under the name.
-        """
+        """Remove the segments' names: nobody can attach any more (see :func:`unlink_name`)."""
         if self._anchor is not None:
-            words = self._anchor.words
-            words[L.A_FLAGS] = words[L.A_FLAGS] | L.FLAG_RETIRED
-            words[L.A_GENERATION] = words[L.A_GENERATION] + 1  # wakes readers' slow path
-        for shm_name in segment.list_shm_names(self.name):
-            segment.unlink_shm(shm_name)
-        segment.unlink_shm(segment.anchor_shm_name(self.name))
+            _retire(self._anchor)
+        unlink_name(self.name)
 
     def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _retire(anchor: SharedBlock) -> None:
+    """Tell attached readers that the name was unlinked: flag, then a new generation.
+
+    Readers keep their last snapshot and look for a new anchor under the name
+    now and then; the generation store wakes their slow path.
+    """
+    words = anchor.words
+    words[L.A_FLAGS] = words[L.A_FLAGS] | L.FLAG_RETIRED
+    words[L.A_GENERATION] = words[L.A_GENERATION] + 1
+
+
+def unlink_name(name: str) -> None:
+    """Remove every shared-memory object of ``name``, of every layout version.
+
+    Only the holder of the name's writer lock may call this. The anchor of
+    this layout is marked retired first, so that attached readers know.
+    """
+    try:
+        anchor = open_anchor(name, writable=True)
+    except (OSError, AnchorNotReady, SegmentError):
+        pass  # gone, half made, or damaged: nothing to tell readers through it
+    else:
+        try:
+            _retire(anchor)
+        finally:
+            anchor.close()
+    for shm_name in list_shm_names(name) + other_layout_names(name):
+        unlink_shm(shm_name)
+    unlink_shm(anchor_shm_name(name))

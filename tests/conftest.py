@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from shmconf import segment
+from shmconf.protocol.block import SHM_DIR, list_shm_names, unlink_shm
+from shmconf.protocol.layout import SHM_NAME_RE
 
 #: Every name this test session creates starts with this, so its leftovers are
 #: easy to find, and another session running at the same time is left alone.
@@ -31,8 +32,8 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def remove_segments(name: str) -> None:
-    for shm_name in segment.list_shm_names(name):
-        segment.unlink_shm(shm_name)
+    for shm_name in list_shm_names(name):
+        unlink_shm(shm_name)
 
 
 @pytest.fixture
@@ -45,11 +46,13 @@ def name() -> Iterator[str]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     try:
-        left = [e for e in os.listdir(segment.SHM_DIR) if e.startswith("shmconf." + TEST_PREFIX)]
+        # Objects of every layout version (shmconf.NAME, shmconf-V.NAME).
+        left = [e for e in os.listdir(SHM_DIR)
+                if (match := SHM_NAME_RE.fullmatch(e)) and match[2].startswith(TEST_PREFIX)]
     except OSError:
         return
     for shm_name in left:
-        segment.unlink_shm(shm_name)
+        unlink_shm(shm_name)
     if left:
         sys.stderr.write(f"\nsegments left behind by the tests (removed now): {left}\n")
         session.exitstatus = 1

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shmconf._etcd import EtcdClient, EtcdError, TLSOptions
+from shmconf.sources.etcd_client import EtcdClient, EtcdError, TLSOptions
 
 
 def free_port() -> int:

@@ -20,7 +20,6 @@ with ``exit()``.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import sys
@@ -47,10 +46,10 @@ def main(argv: list[str]) -> int:
     _, status = os.waitpid(child, 0)
     # The last input left the segment damaged: a publisher would refuse to
     # open it, so remove it by name.
-    from shmconf import segment
+    from shmconf.protocol.block import list_shm_names, unlink_shm
 
-    for shm_name in segment.list_shm_names(name):
-        segment.unlink_shm(shm_name)
+    for shm_name in list_shm_names(name):
+        unlink_shm(shm_name)
     shutil.rmtree(runtime_dir, ignore_errors=True)
     return os.waitstatus_to_exitcode(status)
 
@@ -69,9 +68,9 @@ def _fuzz(name: str, argv: list[str]) -> None:
         import orjson
 
         import shmconf
-        from shmconf import _layout as L
+        from shmconf.protocol import layout as L
 
-    reader_module = importlib.import_module("shmconf.reader")
+    from shmconf import reader as reader_module
     # A damaged slot fails every attempt; many attempts per input are time, not coverage.
     reader_module._MAX_ATTEMPTS = 3  # type: ignore[attr-defined]
 

@@ -194,7 +194,7 @@ def test_refresher_runs_callbacks_in_an_idle_worker(
         # Nobody calls get(): the refresher thread adopts the version.
         wait_until(lambda: host.calls == [("db1", "db2")], 5, 0.005, "the refresher")
         assert host.threads == ["shmconf-refresh-" + name]
-        assert shmconf.reader() is reader
+        assert shmconf.current_reader() is reader
     finally:
         detach_worker(name)
     assert reader.closed

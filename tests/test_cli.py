@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shmconf import segment
+from shmconf.protocol.block import list_shm_names
+from shmconf.protocol.layout import anchor_shm_name
 from tests.helpers import REPO, python, wait_until
 
 SECRET = "pa55-w0rd-s3cret"
@@ -215,7 +216,7 @@ def test_invalid_initial_config_exits_1_with_location(name: str, tmp_path: Path)
     result = run("publish", name, "-c", str(bad))
     assert result.returncode == 1
     assert f"{bad}:2" in result.stderr
-    assert segment.list_shm_names(name) in ([], [segment.anchor_shm_name(name)])
+    assert list_shm_names(name) in ([], [anchor_shm_name(name)])
     run("unlink", name, "--force")
 
 
@@ -227,12 +228,12 @@ def test_unlink_refuses_live_publisher_then_leaves_nothing(running: Running) -> 
     running.proc.wait(timeout=30)
     result = run("unlink", running.name)
     assert result.returncode == 0, result.stderr
-    assert segment.list_shm_names(running.name) == []
+    assert list_shm_names(running.name) == []
 
 
 def test_half_made_segment_is_explained_and_unlinked(name: str) -> None:
     # A publisher killed between shm_open and sizing leaves an empty anchor.
-    fd = _posixshmem.shm_open("/" + segment.anchor_shm_name(name), os.O_CREAT | os.O_RDWR,
+    fd = _posixshmem.shm_open("/" + anchor_shm_name(name), os.O_CREAT | os.O_RDWR,
                               mode=0o600)
     os.close(fd)
     result = run("status", name)
@@ -241,7 +242,7 @@ def test_half_made_segment_is_explained_and_unlinked(name: str) -> None:
     assert "Traceback" not in result.stderr
     result = run("unlink", name)
     assert result.returncode == 0, result.stderr
-    assert segment.list_shm_names(name) == []
+    assert list_shm_names(name) == []
 
 
 def test_dead_reader_is_shown_once_then_reclaimed(running: Running) -> None:

@@ -8,7 +8,6 @@ longer.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import subprocess
 import sys
@@ -20,13 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shmconf
-from shmconf import _layout as L
-from shmconf import segment
-from tests.helpers import REPO
 
 # `shmconf.reader` is also the name of a function (the process's reader), so
 # the module is reached through sys.modules.
-reader_module = importlib.import_module("shmconf.reader")
+from shmconf import reader as reader_module
+from shmconf.errors import AnchorNotReady
+from shmconf.protocol import layout as L
+from shmconf.protocol.anchor import check_anchor
+from shmconf.protocol.block import SharedBlock, list_shm_names
+from shmconf.protocol.layout import anchor_shm_name
+from tests.helpers import REPO
 
 GOOD = {"service": {"name": "api", "port": 8080}, "features": ["a", "b"], "limit": 1.5}
 #: Examples per property in `make test`; `make fuzz` raises it.
@@ -49,7 +51,7 @@ def few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reader_module, "_MAX_ATTEMPTS", 3)
 
 
-def _damage(block: segment.SharedBlock, offset: int, data: bytes) -> None:
+def _damage(block: SharedBlock, offset: int, data: bytes) -> None:
     offset = offset % block.size
     block.write(offset, data[: block.size - offset])
 
@@ -122,11 +124,11 @@ def test_attach_to_damaged_segment_raises_only_shmconf_errors(
 @fuzz_settings
 @given(header=st.binary(min_size=L.ANCHOR_HEADER_SIZE, max_size=L.ANCHOR_HEADER_SIZE))
 def test_header_parsing_of_random_bytes(name: str, header: bytes) -> None:
-    block = segment.SharedBlock.create(segment.anchor_shm_name(name), L.ANCHOR_SIZE)
+    block = SharedBlock.create(anchor_shm_name(name), L.ANCHOR_SIZE)
     try:
         block.write(0, header)
-        with contextlib.suppress(shmconf.SegmentError, segment.AnchorNotReady):
-            segment.check_anchor(block)
+        with contextlib.suppress(shmconf.SegmentError, AnchorNotReady):
+            check_anchor(block)
     finally:
         block.close()
         block.unlink()
@@ -144,4 +146,4 @@ def test_coverage_guided_fuzzing_of_attach_and_get(name: str, tmp_path: Path) ->
     # its progress on stderr.
     assert result.returncode == 0, result.stdout[-6000:]
     assert f"Done {ATHERIS_RUNS} runs" in result.stdout
-    assert not segment.list_shm_names(name)
+    assert not list_shm_names(name)

@@ -15,7 +15,7 @@ import subprocess
 import orjson
 
 import shmconf
-from shmconf import segment
+from shmconf.protocol.block import list_shm_names
 from tests.helpers import python
 from tests.test_torn_reads import config
 
@@ -45,7 +45,7 @@ def test_sigkill_loop_never_shows_torn_or_regressed_snapshot(name: str) -> None:
             with shmconf.Publisher(name) as restarted:
                 generations.append(restarted.generation)
         # Only the anchor and one data segment survive all the kills.
-        assert len(segment.list_shm_names(name)) == 2
+        assert len(list_shm_names(name)) == 2
         with shmconf.Publisher(name) as last:
             final = last.publish(config(10**9, 1000, final=True))
         results = []

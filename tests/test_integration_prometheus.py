@@ -152,7 +152,7 @@ def test_hooks_attach_a_worker_in_post_fork(name: str, hooks: ShmconfHooks) -> N
     try:
         hooks.post_fork(None, None)
         assert shmconf.current().greeting == "hello"
-        assert shmconf.reader() is hooks.reader()
+        assert shmconf.current_reader() is hooks.reader()
     finally:
         hooks.worker_exit(None, None)
     with pytest.raises(shmconf.NotAttachedError):

@@ -6,6 +6,7 @@ import pytest
 from pydantic import BaseModel, SecretStr, field_validator
 
 import shmconf
+from shmconf.protocol.block import list_shm_names
 
 
 class Settings(BaseModel):
@@ -82,7 +83,7 @@ def test_secret_paths_found_through_nesting_lists_dicts_and_optionals() -> None:
 
     from pydantic import BaseModel, SecretBytes
 
-    from shmconf._snapshot import secret_paths
+    from shmconf.content import secret_paths
 
     class Upstream(BaseModel):
         host: str
@@ -108,3 +109,26 @@ def test_secret_paths_found_through_nesting_lists_dicts_and_optionals() -> None:
     assert sorted(secret_paths(big)) == [
         "by_name.x", "tree.children.0.key", "upstreams.1.token",
     ]
+
+
+def test_unlink_after_close_removes_segments_and_lock(name: str) -> None:
+    # CPython's SharedMemory habit: close(), then unlink().
+    publisher = shmconf.Publisher(name)
+    publisher.publish({"a": 1})
+    publisher.close()
+    assert list_shm_names(name)
+    publisher.unlink()
+    assert list_shm_names(name) == []
+    assert not publisher.lock_file.exists()
+
+
+def test_unlink_after_close_never_removes_another_publishers_name(name: str) -> None:
+    first = shmconf.Publisher(name)
+    first.publish({"a": 1})
+    first.close()
+    with shmconf.Publisher(name) as second:
+        second.publish({"a": 2})
+        with pytest.raises(shmconf.PublisherRunningError):
+            first.unlink()
+        assert list_shm_names(name)
+        second.unlink()

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 import shmconf
-from shmconf import _table
+from shmconf.protocol import table
 
 
 class Database(BaseModel):
@@ -135,14 +135,14 @@ def test_reader_table_records_pid_and_generation(name: str, publisher) -> None:
 
     reader = shmconf.attach(name)
     try:
-        entries = _table.entries(publisher.writer.anchor)
+        entries = table.entries(publisher.writer.anchor)
         assert [(e.pid, e.generation) for e in entries] == [(os.getpid(), 1)]
         publisher.publish({"database": {"host": "db2"}})
         reader.get()
-        assert [e.generation for e in _table.entries(publisher.writer.anchor)] == [2]
+        assert [e.generation for e in table.entries(publisher.writer.anchor)] == [2]
     finally:
         reader.close()
-    assert _table.entries(publisher.writer.anchor) == []
+    assert table.entries(publisher.writer.anchor) == []
 
 
 @pytest.mark.parametrize("garbage_pid", [1 << 31, 0xFFFFFFFF])
@@ -151,7 +151,7 @@ def test_reader_table_entry_with_impossible_pid_is_reclaimed(
 ) -> None:
     import os
 
-    from shmconf import _layout as L
+    from shmconf.protocol import layout as L
 
     # A damaged entry where this process would claim first: no process has such a
     # pid (os.kill would overflow on it), so the entry counts as dead and free.
@@ -159,24 +159,25 @@ def test_reader_table_entry_with_impossible_pid_is_reclaimed(
     publisher.writer.anchor.words[(L.ANCHOR_HEADER_SIZE + index * L.TABLE_ENTRY_SIZE) // 8] = (
         garbage_pid
     )
-    assert not _table.pid_alive(garbage_pid)
+    assert not table.pid_alive(garbage_pid)
     reader = shmconf.attach(name, timeout=1)
     try:
-        assert (index, os.getpid()) in [(e.slot, e.pid) for e in _table.entries(
+        assert (index, os.getpid()) in [(e.slot, e.pid) for e in table.entries(
             publisher.writer.anchor)]
     finally:
         reader.close()
 
 
 def test_closed_reader_raises_and_leaves_segment(name: str, publisher) -> None:
-    from shmconf import segment
+    from shmconf.protocol.block import list_shm_names
+    from shmconf.protocol.layout import anchor_shm_name
 
     reader = shmconf.attach(name)
     reader.close()
     reader.close()  # idempotent
     with pytest.raises(ValueError, match="closed"):
         reader.get()
-    assert segment.anchor_shm_name(name) in segment.list_shm_names(name)
+    assert anchor_shm_name(name) in list_shm_names(name)
 
 
 def test_unlinked_anchor_keeps_serving_then_follows_new_publisher(name: str) -> None:

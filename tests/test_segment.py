@@ -10,8 +10,9 @@ import struct
 import pytest
 
 import shmconf
-from shmconf import _layout as L
-from shmconf import segment
+from shmconf.protocol import layout as L
+from shmconf.protocol.block import SHM_DIR, SharedBlock, list_shm_names
+from shmconf.protocol.layout import anchor_shm_name, data_shm_name
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 
@@ -19,11 +20,11 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user
 def test_segments_are_created_0600(name: str) -> None:
     with shmconf.Publisher(name) as publisher:
         publisher.publish({"a": 1})
-        for shm_name in segment.list_shm_names(name):
-            mode = stat.S_IMODE(os.stat(os.path.join(segment.SHM_DIR, shm_name)).st_mode)
+        for shm_name in list_shm_names(name):
+            mode = stat.S_IMODE(os.stat(os.path.join(SHM_DIR, shm_name)).st_mode)
             assert mode == 0o600, shm_name
         publisher.unlink()
-    assert segment.list_shm_names(name) == []
+    assert list_shm_names(name) == []
 
 
 def test_group_publisher_makes_anchor_0660_and_data_0640(name: str) -> None:
@@ -31,11 +32,11 @@ def test_group_publisher_makes_anchor_0660_and_data_0640(name: str) -> None:
     with shmconf.Publisher(name, group=gid) as publisher:
         publisher.publish({"a": 1})
         modes = {
-            shm: stat.S_IMODE(os.stat(os.path.join(segment.SHM_DIR, shm)).st_mode)
-            for shm in segment.list_shm_names(name)
+            shm: stat.S_IMODE(os.stat(os.path.join(SHM_DIR, shm)).st_mode)
+            for shm in list_shm_names(name)
         }
-        assert modes[segment.anchor_shm_name(name)] == 0o660
-        assert modes[segment.data_shm_name(name, 1)] == 0o640
+        assert modes[anchor_shm_name(name)] == 0o660
+        assert modes[data_shm_name(name, 1)] == 0o640
         publisher.unlink()
 
 
@@ -66,7 +67,7 @@ def test_attach_waits_for_first_generation(name: str) -> None:
 def _make_foreign(name: str, *, magic: bytes = b"NOTSHMC!", version: int = L.LAYOUT_VERSION,
                   table_entries: int = L.TABLE_ENTRIES, size: int = L.ANCHOR_SIZE,
                   mode: int = 0o600) -> None:
-    block = segment.SharedBlock.create(segment.anchor_shm_name(name), size, mode=mode)
+    block = SharedBlock.create(anchor_shm_name(name), size, mode=mode)
     try:
         if size > L.ANCHOR_TABLE_AT + L.ANCHOR_TABLE.size:
             block.write(L.ANCHOR_TABLE_AT, L.ANCHOR_TABLE.pack(L.ANCHOR_HEADER_SIZE, table_entries))
@@ -105,7 +106,7 @@ def test_too_small_mapping_is_refused(name: str) -> None:
 def test_unsized_anchor_counts_as_being_created(name: str) -> None:
     # What a publisher killed between shm_open and sizing leaves (or what a
     # reader sees during that instant): readers wait, a publisher replaces it.
-    fd = _posixshmem.shm_open("/" + segment.anchor_shm_name(name), os.O_CREAT | os.O_RDWR,
+    fd = _posixshmem.shm_open("/" + anchor_shm_name(name), os.O_CREAT | os.O_RDWR,
                               mode=0o600)
     os.close(fd)
     with pytest.raises(shmconf.AttachTimeout, match="being created"):
@@ -127,7 +128,7 @@ def test_world_accessible_segment_is_refused(name: str) -> None:
 def test_segment_owned_by_another_user_is_refused(name: str) -> None:
     with shmconf.Publisher(name) as publisher:
         publisher.publish({"a": 1})
-        os.chown(os.path.join(segment.SHM_DIR, segment.anchor_shm_name(name)), 65534, -1)
+        os.chown(os.path.join(SHM_DIR, anchor_shm_name(name)), 65534, -1)
         with pytest.raises(shmconf.SegmentPermissionError, match="owned by uid 65534") as info:
             shmconf.attach(name, timeout=0.1)
         assert isinstance(info.value, PermissionError)
@@ -148,7 +149,7 @@ def test_errors_survive_a_process_boundary() -> None:
 
 
 def test_a_failed_create_leaves_nothing(name: str) -> None:
-    shm_name = segment.anchor_shm_name(name)
+    shm_name = anchor_shm_name(name)
     with pytest.raises(ValueError):  # noqa: PT011 - mmap's own message
-        segment.SharedBlock.create(shm_name, 0)
-    assert segment.list_shm_names(name) == []
+        SharedBlock.create(shm_name, 0)
+    assert list_shm_names(name) == []

@@ -16,8 +16,8 @@ import pytest
 from pydantic import BaseModel
 
 import shmconf
-from shmconf._etcd import EtcdClient, prefix_end
 from shmconf.sources.etcd import PASSWORD_ENV, EtcdSource
+from shmconf.sources.etcd_client import EtcdClient, prefix_end
 from tests.etcd_server import EtcdServer
 from tests.helpers import python, wait_until
 

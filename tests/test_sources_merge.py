@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from shmconf import SourceError
-from shmconf._errors import validation_problems
+from shmconf.errors import validation_problems
 from shmconf.sources import LoadedConfig, Source, deep_merge, load_sources
 
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 import shmconf
-from shmconf import _layout as L
+from shmconf.protocol import layout as L
 from tests.helpers import python
 
 READERS = 3
@@ -126,7 +126,7 @@ def test_corrupted_payload_is_never_returned(name: str) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_reads_and_registers_itself(name: str) -> None:
-    from shmconf import _table
+    from shmconf.protocol import table
 
     with shmconf.Publisher(name) as publisher:
         publisher.publish({"v": 1})
@@ -137,7 +137,7 @@ def test_forked_child_reads_and_registers_itself(name: str) -> None:
             if pid == 0:  # child: read, report, leave without cleanup handlers
                 try:
                     ok = reader.get()["v"] == 1 and any(
-                        e.pid == os.getpid() for e in _table.entries(publisher.writer.anchor)
+                        e.pid == os.getpid() for e in table.entries(publisher.writer.anchor)
                     )
                     os.write(write_end, b"ok" if ok else b"no")
                 finally:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 import shmconf
-from shmconf import _layout as L
-from shmconf import segment
+from shmconf.protocol import layout as L
+from shmconf.protocol.block import list_shm_names
+from shmconf.protocol.layout import anchor_shm_name, data_shm_name
+from shmconf.protocol.slot import create_data
 
 
 def test_restarted_publisher_continues_the_generation_count(name: str) -> None:
@@ -31,7 +33,7 @@ def test_generations_continue_from_history_after_unlink(name: str) -> None:
         for v in range(5):
             first.publish({"v": v})
         first.unlink()
-    assert segment.list_shm_names(name) == []
+    assert list_shm_names(name) == []
     with shmconf.Publisher(name) as second:
         assert second.publish({"v": 99}) == 6
         second.unlink()
@@ -68,8 +70,8 @@ def test_config_larger_than_slot_grows_without_reattach(name: str) -> None:
             assert reader.get()["v"] == big
             assert publisher.writer.slot_capacity >= len(big)
             # Only the anchor and the newest data segment keep a name.
-            names = segment.list_shm_names(name)
-            assert names == [segment.anchor_shm_name(name), segment.data_shm_name(name, 2)]
+            names = list_shm_names(name)
+            assert names == [anchor_shm_name(name), data_shm_name(name, 2)]
             publisher.publish({"v": "small again"})
             assert reader.get()["v"] == "small again"
         finally:
@@ -81,8 +83,8 @@ def test_restart_removes_leftover_data_segments(name: str) -> None:
     with shmconf.Publisher(name) as first:
         first.publish({"v": 1})
     # A publisher killed while growing leaves a half-made next segment.
-    segment.create_data(name, 7, L.DEFAULT_SLOT_CAPACITY).close()
+    create_data(name, 7, L.DEFAULT_SLOT_CAPACITY).close()
     with shmconf.Publisher(name) as second:
-        assert segment.data_shm_name(name, 7) not in segment.list_shm_names(name)
+        assert data_shm_name(name, 7) not in list_shm_names(name)
         assert second.generation == 1
         second.unlink()

@@ -3,7 +3,7 @@
 gunicorn's ``post_fork``, the ASGI lifespan and the multiprocessing
 initializer all end here, so a worker is wired the same way whichever server
 started it: one :class:`~shmconf.Reader` per process, made the process reader
-(``shmconf.current()``, ``shmconf.reader()``), and optionally a refresher
+(``shmconf.current()``, ``shmconf.current_reader()``), and optionally a refresher
 thread for workers that sit idle but still want their change callbacks run.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 from shmconf import _current
 from shmconf._model import import_model
+from shmconf.errors import NotAttachedError
 from shmconf.reader import Reader, attach
 
 log = logging.getLogger("shmconf.integrations")
@@ -128,8 +129,8 @@ def attach_worker(
 
 def existing_reader(name: str) -> Reader[Any] | None:
     """The process reader, if it is an open reader of ``name``."""
-    with contextlib.suppress(_current.NotAttachedError):
-        reader = _current.reader()
+    with contextlib.suppress(NotAttachedError):
+        reader = _current.current_reader()
         if reader.name == name and not reader.closed:
             return reader
     return None

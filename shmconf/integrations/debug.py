@@ -28,7 +28,8 @@ from typing import Any, Final, Generic, TypeVar
 
 import orjson
 
-from shmconf import _current, _snapshot
+from shmconf import _current, content
+from shmconf.errors import NotAttachedError
 from shmconf.reader import Reader
 
 #: Where the view answers by default.
@@ -75,7 +76,7 @@ def debug_info(reader: Reader[Any] | None = None, *, show_config: bool = False) 
     Raises:
         NotAttachedError: no reader was given and none is attached.
     """
-    reader = reader if reader is not None else _current.reader()
+    reader = reader if reader is not None else _current.current_reader()
     snapshot = reader.get()
     meta = reader.meta
     published_at = reader.published_at
@@ -93,14 +94,14 @@ def debug_info(reader: Reader[Any] | None = None, *, show_config: bool = False) 
         "worker": {"pid": os.getpid(), "generation": reader.generation},
     }
     if show_config:
-        info["config"] = _snapshot.redact(plain(snapshot), meta.get("secrets", ()))
+        info["config"] = content.redact(plain(snapshot), meta.get("secrets", ()))
     return info
 
 
 def _render(reader: Reader[Any] | None, show_config: bool) -> tuple[str, bytes]:
     try:
         body = debug_info(reader, show_config=show_config)
-    except _current.NotAttachedError as exc:
+    except NotAttachedError as exc:
         return "503 Service Unavailable", orjson.dumps({"error": str(exc)})
     return "200 OK", orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str)
 

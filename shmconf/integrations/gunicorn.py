@@ -47,14 +47,14 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from shmconf import segment
-from shmconf._errors import ShmconfError
+from shmconf.errors import ShmconfError
 from shmconf.integrations._worker import AttachHook, attach_worker, detach_worker, model_spec
 from shmconf.integrations.process import (
     DEFAULT_START_TIMEOUT_S,
     DEFAULT_STOP_TIMEOUT_S,
     PublisherProcess,
 )
+from shmconf.protocol.layout import validate_name
 
 if TYPE_CHECKING:
     from shmconf.reader import Reader
@@ -110,7 +110,7 @@ class ShmconfHooks:
         unlink_on_exit: bool = True,
         **publisher_options: Any,
     ) -> None:
-        self.name = segment.validate_name(name)
+        self.name = validate_name(name)
         self.model, _ = model_spec(model)
         self.attach_timeout_s = attach_timeout_s
         self.start_timeout_s = start_timeout_s
@@ -230,7 +230,7 @@ class ShmconfHooks:
     def post_fork(self, server: Any, worker: Any) -> None:
         """Attach this worker and make it the process reader (gunicorn ``post_fork``).
 
-        Afterwards ``shmconf.current()`` and ``shmconf.reader()`` work in the
+        Afterwards ``shmconf.current()`` and ``shmconf.current_reader()`` work in the
         worker. A worker that cannot attach fails to boot, with the reason.
         """
         reader = attach_worker(
@@ -249,10 +249,10 @@ class ShmconfHooks:
         detach_worker(self.name)
 
     def reader(self) -> Reader[Any]:
-        """This worker's reader (the same as ``shmconf.reader()``)."""
+        """This worker's reader (the same as ``shmconf.current_reader()``)."""
         from shmconf import _current
 
-        return _current.reader()
+        return _current.current_reader()
 
 
 def _old_master_runs(server: Any) -> bool:

@@ -52,10 +52,12 @@ from typing import Any, Final
 
 import orjson
 
-from shmconf import _paths, segment
-from shmconf._errors import PublisherRunningError, ShmconfError
+from shmconf import _paths
 from shmconf._model import import_model
+from shmconf.errors import PublisherRunningError, PublisherStartError, ShmconfError
 from shmconf.integrations._worker import model_spec
+from shmconf.protocol.block import list_shm_names
+from shmconf.protocol.layout import validate_name
 
 log = logging.getLogger("shmconf.integrations.process")
 
@@ -68,33 +70,6 @@ _STOP_KEEP: Final = b"s"
 _STOP_UNLINK: Final = b"u"
 #: Publisher keywords that do not travel as JSON (they name Python objects).
 _NOT_PORTABLE: Final = frozenset({"name", "sources", "model"})
-
-
-class PublisherStartError(ShmconfError, RuntimeError):
-    """The publisher process did not publish its initial config.
-
-    A ``RuntimeError``, so gunicorn prints the message as ``Error: ...`` and
-    exits 1 when this comes out of ``on_starting``.
-    """
-
-    def __init__(self, name: str, reason: str) -> None:
-        self._name = name
-        self._reason = reason
-        super().__init__(name, reason)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def reason(self) -> str:
-        return self._reason
-
-    def __str__(self) -> str:
-        return f"shmconf publisher for {self._name!r} did not start: {self._reason}"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self._name, self._reason))
 
 
 def _portable_sources(sources: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -161,7 +136,7 @@ class PublisherProcess:
         python: str | None = None,
         **publisher_options: Any,
     ) -> None:
-        self.name = segment.validate_name(name)
+        self.name = validate_name(name)
         if not sources:
             raise ValueError("a publisher process needs at least one source")
         _, model_import = model_spec(model)
@@ -411,7 +386,7 @@ def remove_leftovers(name: str, runtime_dir: str | None = None) -> None:
     itself (killed). Does nothing while another publisher holds the lock.
     """
     lock = _paths.lock_path(name, runtime_dir)
-    if not segment.list_shm_names(name) and not lock.exists():
+    if not list_shm_names(name) and not lock.exists():
         return
     from shmconf.publisher import Publisher
 

@@ -40,8 +40,9 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from shmconf import _table, segment
-from shmconf._errors import SegmentNotFoundError
+from shmconf.errors import SegmentNotFoundError
+from shmconf.protocol import table
+from shmconf.protocol.layout import validate_name
 
 if TYPE_CHECKING:
     from shmconf.publisher import Publisher
@@ -119,7 +120,7 @@ class ShmconfCollector:
         self._core = _client()
         if publisher is None and name is None:
             raise TypeError("ShmconfCollector needs a config name or a publisher")
-        self.name = publisher.name if publisher is not None else segment.validate_name(str(name))
+        self.name = publisher.name if publisher is not None else validate_name(str(name))
         self.publisher = publisher
         self._durations = _Histogram(buckets_s)
         if publisher is not None:
@@ -200,7 +201,7 @@ class ShmconfCollector:
         buckets, total = self._durations.snapshot()
         families["duration"].add_metric(label, buckets, total)
         anchor = publisher.writer.anchor
-        live = [e for e in _table.entries(anchor) if _table.pid_alive(e.pid)]
+        live = [e for e in table.entries(anchor) if table.pid_alive(e.pid)]
         self._readers(families, generation, [(e.pid, e.generation) for e in live])
 
     def _from_status(self, families: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@
 
 Works wherever the ASGI lifespan runs once per worker process: ``uvicorn
 --workers N``, gunicorn with uvicorn workers, hypercorn. At startup the
-wrapper attaches the worker (``shmconf.current()`` and ``shmconf.reader()``
+wrapper attaches the worker (``shmconf.current()`` and ``shmconf.current_reader()``
 work from then on) and then runs the wrapped app's own lifespan, if it has
 one; at shutdown it closes the reader. Each HTTP request runs inside
 ``reader.pinned()``: ``shmconf.current()`` returns one snapshot for

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from shmconf._errors import SourceError
+from shmconf.errors import SourceError
 
 #: Files larger than this are refused before they are read: a config is
 #: kilobytes, and a runaway file must not make the publisher read gigabytes.
@@ -405,6 +405,41 @@ def check_expanded_size(data: Any) -> None:
 def _check_depth(path: KeyPath, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise InvalidData(path, f"nested deeper than {MAX_DEPTH} levels")
+
+
+# -- nested keys (.env files and environment overrides) -----------------------------
+
+#: The separator that nests keys, as in pydantic-settings' ``env_nested_delimiter``.
+NESTED_DELIMITER: Final = "__"
+
+
+def nest(target: dict[str, Any], key: str, value: Any, where: str,
+         line: int | None = None) -> None:
+    """Set ``value`` at the path that ``key`` splits into at ``__``, lower-cased.
+
+    Raises:
+        SourceError: naming ``where`` (and ``line``) when a part is empty or
+            the key both holds a value and has keys below it.
+    """
+    parts = key_path(key)
+    if not all(parts):
+        raise SourceError(where, f"key {key!r} has an empty part between '__'", line)
+    node = target
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SourceError(where, f"key {key!r} nests under {part!r}, which holds a value",
+                              line)
+        node = child
+    if isinstance(node.get(parts[-1]), dict):
+        raise SourceError(where, f"key {key!r} holds a value but also has keys below it", line)
+    node[parts[-1]] = value
+
+
+def key_path(key: str) -> list[str]:
+    """``DATABASE__HOST`` -> ``["database", "host"]``."""
+    return key.lower().split(NESTED_DELIMITER)
+
 
 
 def check_data(data: Any, name: str) -> dict[str, Any]:

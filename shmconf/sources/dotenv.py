@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Final
 
-from shmconf._errors import SourceError
-from shmconf.sources.base import FileSource, KeyPath
+from shmconf.errors import SourceError
+from shmconf.sources.base import FileSource, KeyPath, key_path, nest
 
 #: What a key may hold (the same as a shell variable, plus ``.`` and ``-``).
 _KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
@@ -27,38 +27,6 @@ _KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 #: An unquoted value's inline comment: `` #`` to the end of the line.
 _INLINE_COMMENT: Final = re.compile(r"\s+#")
-#: The separator that nests keys, as in pydantic-settings' ``env_nested_delimiter``.
-NESTED_DELIMITER: Final = "__"
-
-
-def nest(target: dict[str, Any], key: str, value: Any, where: str,
-         line: int | None = None) -> None:
-    """Set ``value`` at the path that ``key`` splits into at ``__``, lower-cased.
-
-    Raises:
-        SourceError: naming ``where`` (and ``line``) when a part is empty or
-            the key both holds a value and has keys below it.
-    """
-    parts = key_path(key)
-    if not all(parts):
-        raise SourceError(where, f"key {key!r} has an empty part between '__'", line)
-    node = target
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise SourceError(where, f"key {key!r} nests under {part!r}, which holds a value",
-                              line)
-        node = child
-    if isinstance(node.get(parts[-1]), dict):
-        raise SourceError(where, f"key {key!r} holds a value but also has keys below it", line)
-    node[parts[-1]] = value
-
-
-def key_path(key: str) -> list[str]:
-    """``DATABASE__HOST`` -> ``["database", "host"]``."""
-    return key.lower().split(NESTED_DELIMITER)
-
-
 class DotenvSource(FileSource):
     """A ``.env`` file; see the module docstring for the syntax."""
 

@@ -36,15 +36,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from shmconf._errors import SourceError
-from shmconf._etcd import (
+from shmconf.errors import SourceError
+from shmconf.sources.base import Source
+from shmconf.sources.etcd_client import (
     EtcdClient,
     EtcdCompacted,
     EtcdError,
     TLSOptions,
     prefix_end,
 )
-from shmconf.sources.base import Source
+from shmconf.sources.registry import parse_document
 
 log = logging.getLogger("shmconf.sources.etcd")
 
@@ -242,6 +243,4 @@ def _nest(name: str, prefix: str, items: list[tuple[bytes, bytes]]) -> dict[str,
 
 def _parse_document(name: str, key: str, raw: bytes) -> dict[str, Any]:
     """Parse one key's value by the suffix of the key, like a file of that name."""
-    from shmconf.sources import parse_document
-
     return parse_document(raw, name=f"{name}", suffix=Path(key).suffix)

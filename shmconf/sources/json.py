@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, ClassVar, Final
 
-from shmconf._errors import SourceError
+from shmconf.errors import SourceError
 from shmconf.sources.base import INT_MAX, MAX_DEPTH, FileSource, KeyPath, dotted
 
 #: JSON's insignificant whitespace.

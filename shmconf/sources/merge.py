@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shmconf.sources.base import FileSource, Source, check_data
-from shmconf.sources.dotenv import nest
+from shmconf.sources.base import FileSource, Source, check_data, nest
+from shmconf.sources.registry import open_source
 
 #: One level of the origin tree: key -> (source name, the levels below).
 _OriginTree = dict[str, tuple[str, "_OriginTree"]]
@@ -187,8 +187,6 @@ def load_sources(
     Raises:
         SourceError: from the first source that cannot be loaded.
     """
-    from shmconf.sources import open_source
-
     opened = [s if isinstance(s, Source) else open_source(s) for s in sources]
     layers = list(opened)
     if env_prefix:

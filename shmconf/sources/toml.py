@@ -14,7 +14,7 @@ import re
 import sys
 from typing import Any, ClassVar, Final
 
-from shmconf._errors import SourceError
+from shmconf.errors import SourceError
 from shmconf.sources.base import MAX_DEPTH, FileSource
 
 if sys.version_info >= (3, 11):

@@ -42,7 +42,7 @@ from types import ModuleType
 from typing import Any, ClassVar, Final
 
 from shmconf import _gc
-from shmconf._errors import SourceError
+from shmconf.errors import SourceError
 from shmconf.sources.base import MAX_DEPTH, FileSource, KeyPath, check_expanded_size
 
 #: The tag PyYAML gives ``<<`` keys.

@@ -25,12 +25,12 @@ def _body() -> bytes:
         "pid": os.getpid(),
         "seq": cfg.seq,
         "check": cfg.check,
-        "generation": shmconf.reader().generation,
+        "generation": shmconf.current_reader().generation,
     })
 
 
 def _wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    with shmconf.reader().pinned():
+    with shmconf.current_reader().pinned():
         body = _body()
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body)))])

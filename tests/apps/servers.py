@@ -25,7 +25,8 @@ import httpx
 import orjson
 import pytest
 
-from shmconf import _paths, segment, status
+from shmconf import _paths, status
+from shmconf.protocol.block import list_shm_names
 from tests.apps.models import check_of
 from tests.helpers import REPO, wait_until
 
@@ -256,7 +257,7 @@ def publisher_pid(name: str) -> int | None:
 
 def nothing_left(name: str) -> bool:
     """No segment of ``name`` in /dev/shm and no lock file."""
-    return not segment.list_shm_names(name) and not _paths.lock_path(name).exists()
+    return not list_shm_names(name) and not _paths.lock_path(name).exists()
 
 
 def pid_gone(pid: int) -> bool:

@@ -12,4 +12,4 @@ def read_config(_: object = None) -> dict[str, Any]:
     """What this pool worker reads, and who it is."""
     cfg = shmconf.current()
     return {"pid": os.getpid(), "greeting": cfg.greeting, "host": cfg.database.host,
-            "generation": shmconf.reader().generation}
+            "generation": shmconf.current_reader().generation}

@@ -1,4 +1,4 @@
-"""The reader table in the anchor: which process holds which generation.
+"""The reader table (in the anchor): which process holds which generation.
 
 A reader writes its entry when it attaches and when it adopts a new
 generation, never on the plain ``get()`` path. Claiming and freeing an entry
@@ -17,8 +17,8 @@ import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from shmconf import _layout as L
-from shmconf.segment import SharedBlock
+from shmconf.protocol import layout as L
+from shmconf.protocol.block import SharedBlock
 
 
 class ReaderEntry(NamedTuple):

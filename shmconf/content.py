@@ -1,4 +1,4 @@
-"""Pure functions on config snapshots: canonical form, digest, diff, secrets.
+"""Pure functions on a config's published data: canonical form, digest, diff, secrets.
 
 Shared by the publisher, the history and the CLI; no I/O, no shared memory.
 """

@@ -1,6 +1,7 @@
-"""Shared-memory segments: create, attach, check, close, unlink.
+"""POSIX shared-memory objects: create, attach with owner and mode checks, close, unlink.
 
-A segment is a POSIX shared-memory object mapped into this process. shmconf
+A block is a POSIX shared-memory object mapped into this process; the anchor
+and the data segments (``anchor.py``, ``slot.py``) are blocks. shmconf
 calls ``shm_open`` through ``_posixshmem``, the same primitive
 ``multiprocessing.shared_memory.SharedMemory`` is built on, rather than that
 class, for three reasons:
@@ -31,42 +32,16 @@ import errno
 import logging
 import mmap
 import os
-import re
 import stat
 from typing import Final
 
-from shmconf import _layout as L
-from shmconf._errors import InvalidNameError, SegmentError, SegmentPermissionError
+from shmconf.errors import SegmentError, SegmentPermissionError
+from shmconf.protocol import layout as L
 
-log = logging.getLogger("shmconf.segment")
+log = logging.getLogger("shmconf.protocol")
 
-#: A name becomes part of a shared-memory name and of file names, so it may not
-#: hold a slash (directory escape) or '@' (which separates the data serial).
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 #: Where Linux shows POSIX shared memory; used to find a name's data segments.
 SHM_DIR: Final = "/dev/shm"  # noqa: S108 - a system directory, not a temp file
-
-
-def validate_name(name: str) -> str:
-    """Return ``name`` if it can name a config, else raise :class:`InvalidNameError`."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise InvalidNameError(
-            str(name),
-            "use 1-100 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit",
-        )
-    if ".." in name:
-        raise InvalidNameError(name, "'..' is not allowed in a name")
-    return name
-
-
-def anchor_shm_name(name: str) -> str:
-    """Shared-memory name of the anchor of ``name``."""
-    return L.SHM_PREFIX + validate_name(name)
-
-
-def data_shm_name(name: str, serial: int) -> str:
-    """Shared-memory name of the data segment ``serial`` of ``name``."""
-    return f"{anchor_shm_name(name)}@{serial}"
 
 
 class BlockNotSized(SegmentError):
@@ -260,12 +235,69 @@ def list_shm_names(name: str) -> list[str]:
     Other systems have no directory of shared-memory names; there this
     returns an empty list and leftovers of a crash must be removed by serial.
     """
-    prefix = anchor_shm_name(name)
+    prefix = L.anchor_shm_name(name)
     try:
         entries = os.listdir(SHM_DIR)
     except OSError:
         return []
     return sorted(e for e in entries if e == prefix or e.startswith(prefix + "@"))
+
+
+def other_layout_names(name: str) -> list[str]:
+    """The objects of ``name`` made by other layout versions (see layout.py's policy)."""
+    L.validate_name(name)
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        match = L.SHM_NAME_RE.fullmatch(entry)
+        if match and match[2] == name and not entry.startswith(L.SHM_PREFIX):
+            found.append(entry)
+    return sorted(found)
+
+
+def mapped_names(candidates: list[str]) -> set[str]:
+    """Which of ``candidates`` (shared-memory names) a live process has mapped.
+
+    Reads ``/proc/*/maps``: a reader keeps its objects mapped until it closes
+    or exits, whatever layout version it runs. Processes of other users are
+    not readable unless this one is root; their mappings are not seen.
+    """
+    wanted = {f"{SHM_DIR}/{shm_name}": shm_name for shm_name in candidates}
+    found: set[str] = set()
+    try:
+        pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return set(candidates)  # cannot tell: assume in use
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+                for line in maps:
+                    path = line.rstrip("\n").partition("/")[2]
+                    shm_name = wanted.get("/" + path.removesuffix(" (deleted)"))
+                    if shm_name is not None:
+                        found.add(shm_name)
+        except OSError:
+            continue  # exited meanwhile, or another user's
+    return found
+
+
+def unused_other_layouts(name: str) -> list[str]:
+    """Unlink the objects of ``name`` left by other layout versions that no process maps.
+
+    Called by the publisher that holds ``name``, so no writer of those
+    objects is running. Returns the names removed.
+    """
+    others = other_layout_names(name)
+    if not others:
+        return []
+    in_use = mapped_names(others)
+    removed = [shm_name for shm_name in others if shm_name not in in_use]
+    for shm_name in removed:
+        unlink_shm(shm_name)
+    return removed
 
 
 def _reserve(fd: int, size: int, shm_name: str) -> None:
@@ -286,140 +318,3 @@ def _reserve(fd: int, size: int, shm_name: str) -> None:
         raise
 
 
-# -- anchor and data segments ----------------------------------------------------
-
-
-def create_anchor(name: str, *, mode: int = 0o600, gid: int | None = None) -> SharedBlock:
-    """Create the anchor of ``name``, at generation 0 (nothing published).
-
-    The magic is written last: a reader that opens the anchor between its
-    creation and that store sees a zero magic and waits, rather than failing.
-    """
-    block = SharedBlock.create(anchor_shm_name(name), L.ANCHOR_SIZE, mode=mode, gid=gid)
-    block.write(L.ANCHOR_TABLE_AT, L.ANCHOR_TABLE.pack(L.ANCHOR_HEADER_SIZE, L.TABLE_ENTRIES))
-    block.write(0, L.ANCHOR_PREFIX.pack(L.ANCHOR_MAGIC, L.LAYOUT_VERSION, L.ANCHOR_HEADER_SIZE))
-    return block
-
-
-def open_anchor(
-    name: str, *, writable: bool, trusted_uids: frozenset[int] | None = None
-) -> SharedBlock:
-    """Attach the anchor of ``name`` and check its header.
-
-    Raises ``FileNotFoundError`` (no such name), :class:`AnchorNotReady`
-    (created an instant ago: not sized or header not written yet), or a
-    :class:`SegmentError` saying what is wrong with it.
-    """
-    try:
-        block = SharedBlock.open(
-            anchor_shm_name(name),
-            writable=writable,
-            min_size=L.ANCHOR_HEADER_SIZE,
-            trusted_uids=trusted_uids,
-        )
-    except BlockNotSized:
-        # Created by shm_open an instant ago and not sized yet.
-        raise AnchorNotReady(anchor_shm_name(name)) from None
-    try:
-        check_anchor(block)
-    except BaseException:
-        block.close()
-        raise
-    return block
-
-
-class AnchorNotReady(Exception):
-    """The anchor exists but its creator has not written its header yet."""
-
-
-def check_anchor(block: SharedBlock) -> None:
-    """Validate an anchor header against the layout and the mapping's bounds."""
-    magic, version, header_size = L.ANCHOR_PREFIX.unpack(block.read(0, L.ANCHOR_PREFIX.size))
-    if magic == b"\0" * 8:
-        raise AnchorNotReady(block.shm_name)
-    if magic != L.ANCHOR_MAGIC:
-        raise SegmentError(
-            block.shm_name,
-            f"bad magic {magic!r}: not a shmconf segment; another program uses this name",
-        )
-    if version != L.LAYOUT_VERSION:
-        raise SegmentError(
-            block.shm_name,
-            f"layout version {version}, this shmconf reads version {L.LAYOUT_VERSION}; "
-            "run the same shmconf version in the publisher and the workers",
-        )
-    offset, entries = L.ANCHOR_TABLE.unpack(
-        block.read(L.ANCHOR_TABLE_AT, L.ANCHOR_TABLE_AT + L.ANCHOR_TABLE.size)
-    )
-    end = offset + entries * L.TABLE_ENTRY_SIZE
-    if (
-        header_size != L.ANCHOR_HEADER_SIZE
-        or offset < L.ANCHOR_HEADER_SIZE
-        or offset % 8
-        or end > block.size
-    ):
-        raise SegmentError(
-            block.shm_name,
-            f"header bounds do not fit the mapping (header {header_size}, reader table "
-            f"{offset}+{entries}x{L.TABLE_ENTRY_SIZE}, mapping {block.size} bytes): the segment "
-            "is corrupted; `shmconf unlink` it and restart the publisher",
-        )
-
-
-def create_data(
-    name: str, serial: int, capacity: int, *, mode: int = 0o600, gid: int | None = None
-) -> SharedBlock:
-    """Create data segment ``serial`` of ``name`` with two empty slots of ``capacity``."""
-    block = SharedBlock.create(
-        data_shm_name(name, serial), L.data_segment_size(capacity), mode=mode, gid=gid
-    )
-    stride = L.SLOT_HEADER_SIZE + capacity
-    block.write(
-        0,
-        L.DATA_PREFIX.pack(
-            L.DATA_MAGIC, L.LAYOUT_VERSION, L.DATA_HEADER_SIZE, serial, capacity, stride
-        ),
-    )
-    return block
-
-
-def open_data(
-    name: str, serial: int, *, writable: bool, trusted_uids: frozenset[int] | None = None
-) -> tuple[SharedBlock, int, int]:
-    """Attach data segment ``serial``; returns ``(block, slot_capacity, slot_stride)``."""
-    block = SharedBlock.open(
-        data_shm_name(name, serial),
-        writable=writable,
-        min_size=L.DATA_HEADER_SIZE,
-        trusted_uids=trusted_uids,
-    )
-    try:
-        capacity, stride = check_data(block, serial)
-    except BaseException:
-        block.close()
-        raise
-    return block, capacity, stride
-
-
-def check_data(block: SharedBlock, serial: int) -> tuple[int, int]:
-    """Validate a data segment header; returns ``(slot_capacity, slot_stride)``."""
-    magic, version, header_size, found_serial, capacity, stride = L.DATA_PREFIX.unpack(
-        block.read(0, L.DATA_PREFIX.size)
-    )
-    if magic != L.DATA_MAGIC or version != L.LAYOUT_VERSION:
-        raise SegmentError(
-            block.shm_name, f"bad magic or version ({magic!r}, {version}): not a data segment"
-        )
-    if (
-        header_size != L.DATA_HEADER_SIZE
-        or found_serial != serial
-        or stride != L.SLOT_HEADER_SIZE + capacity
-        or stride % 8
-        or L.slot_offset(2, stride) > block.size
-    ):
-        raise SegmentError(
-            block.shm_name,
-            f"header bounds do not fit the mapping (serial {found_serial}, capacity "
-            f"{capacity}, mapping {block.size} bytes): the segment is corrupted",
-        )
-    return capacity, stride
