@@ -212,8 +212,12 @@ class SourceError(ShmconfError, ValueError):
 
     @property
     def location(self) -> str:
-        """``file:line:column``, as far as it is known."""
-        where = self.source
+        """``file:line:column``, as far as it is known.
+
+        A file name that is not UTF-8 is shown with ``\\udcxx`` escapes, so
+        that the message can be printed or logged as it is.
+        """
+        where = self.source.encode("utf-8", "backslashreplace").decode("utf-8")
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:

@@ -48,7 +48,7 @@ from shmconf.protocol import layout as L
 from shmconf.protocol.anchor import open_anchor
 from shmconf.protocol.layout import validate_name
 from shmconf.sources import LoadedConfig, Source, load_sources, open_source
-from shmconf.sources.base import InvalidData, dotted, normalize
+from shmconf.sources.base import dotted
 from shmconf.writer import Writer, unlink_name
 
 if TYPE_CHECKING:
@@ -410,6 +410,17 @@ class Publisher:
             log.error("config %r: rejected: %s; still serving generation %d",
                       self.name, exc, self.generation)
             return None
+        except Exception as exc:
+            # A bug (here or in a parser) must not end the service either. Its
+            # message may quote a value, so only the type is logged at error
+            # level; the traceback goes to debug.
+            self.stats.rejections["error"] += 1
+            self.stats.last_error = f"unexpected {type(exc).__name__} while loading"
+            log.error("config %r: rejected: unexpected %s while loading (please report it); "
+                      "still serving generation %d", self.name, type(exc).__name__,
+                      self.generation)
+            log.debug("config %r: the unexpected error", self.name, exc_info=True)
+            return None
 
     def serve_last_good(self, exc: SourceError) -> None:
         """Keep serving without a source that cannot be read at start (``start_without_source``).
@@ -545,9 +556,23 @@ def _publisher_pid(name: str) -> int | None:
 
 
 def _unserializable(data: Mapping[str, Any], exc: TypeError) -> str:
-    """Where in ``data`` the value orjson refused is, and why (error path only)."""
-    try:
-        normalize(dict(data))
-    except InvalidData as bad:
-        return f"{dotted(bad.path)}: not JSON-serializable: {bad.reason}"
-    return f"(root): not JSON-serializable: {exc}"
+    """Where in ``data`` is the value orjson refused, and why (error path only).
+
+    Walks down to the first leaf orjson cannot serialize and names its key
+    path; the reason is orjson's (types, never values).
+    """
+    path: list[str | int] = []
+    node: Any = data
+    reason = str(exc)
+    while isinstance(node, (Mapping, list, tuple)):
+        items = list(node.items()) if isinstance(node, Mapping) else list(enumerate(node))
+        for key, value in items:
+            try:
+                orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            except TypeError as bad:
+                path.append(key)
+                node, reason = value, str(bad)
+                break
+        else:
+            break
+    return f"{dotted(tuple(path))}: not JSON-serializable: {reason}"

@@ -22,9 +22,9 @@ from tests.helpers import REPO, load_fails
 
 def test_a_lone_surrogate_in_json_is_refused_at_its_line(tmp_path: Path) -> None:
     error = load_fails(tmp_path, "app.json", '{"a": 1,\n "b": {"c": "x\\ud800"}}\n',
-                       r"^:2:13: b\.c: string not valid Unicode: a lone surrogate \\ud800 "
-                       r"at character 1 \(a \\ud800-\\udfff escape without its pair, or bytes "
-                       r"that are not UTF-8\)$")
+                       r"^:2:13: b\.c: string not valid Unicode: a surrogate code point "
+                       r"\\ud800 at character 1 \(a \\ud800-\\udfff escape, which JSON "
+                       r"allows only as a pair, or bytes that are not UTF-8\)$")
     assert (error.line, error.column) == (2, 13)
 
 
@@ -36,7 +36,8 @@ def test_a_pair_of_surrogate_escapes_is_one_character(tmp_path: Path) -> None:
 
 def test_a_lone_surrogate_in_a_key_is_refused_with_the_key_escaped(tmp_path: Path) -> None:
     load_fails(tmp_path, "app.json", '{"a": {"k\\udc80": 1}}\n',
-               r"^:1:\d+: a\.k\\udc80: key not valid Unicode: a lone surrogate \\udc80")
+               r"^:1:\d+: a\.k\\udc80: key not valid Unicode: a surrogate code point "
+               r"\\udc80")
 
 
 def test_a_non_utf8_variable_is_refused_by_name() -> None:
@@ -71,7 +72,25 @@ def test_validate_and_publish_refuse_a_non_utf8_variable(tmp_path: Path, name: s
 def test_publish_of_a_mapping_names_the_path_of_a_bad_string(name: str) -> None:
     with shmconf.Publisher(name) as publisher:
         with pytest.raises(shmconf.ConfigValidationError,
-                           match=r"a\.b: not JSON-serializable: string not valid Unicode"):
+                           match=r"a\.b: not JSON-serializable: str is not valid UTF-8"):
             publisher.publish({"a": {"b": "\ud800"}})
         assert publisher.generation == 0
         publisher.unlink()
+
+
+def test_publish_of_a_mapping_names_the_value_orjson_refused(name: str) -> None:
+    with shmconf.Publisher(name) as publisher:
+        with pytest.raises(shmconf.ConfigValidationError,
+                           match=r"b\.1: not JSON-serializable: Type is not JSON serializable: set"):
+            publisher.publish({"a": 1, "b": [1, {2}]})
+        publisher.unlink()
+
+
+def test_a_file_name_that_is_not_utf8_is_printable(tmp_path: Path) -> None:
+    path = os.fsdecode(os.fsencode(tmp_path) + b"/app-\xff.json")
+    with open(path, "w", encoding="utf-8") as file:
+        file.write("{")
+    with pytest.raises(shmconf.SourceError) as info:
+        load_sources([path])
+    assert "app-\\udcff.json" in str(info.value)
+    str(info.value).encode("utf-8")

@@ -9,6 +9,7 @@ returns; shmconf never uses it, so the results must not change.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,81 @@ def test_merged_values_reach_a_worker(tmp_path: Path, name: str) -> None:
         publisher.unlink()
     assert data["replica"] == {"x": 2, "y": 1}
     assert data["c"] == {"timeout": 1, "t": 1}
+
+
+# -- what careless or hostile input must not do --------------------------------
+
+@pytest.mark.parametrize(("text", "where"), [
+    ('a: "\\U00110000"\n', ":1:"),
+    ('a: "\\UFFFFFFFF"\n', ":1:"),
+    ('a: !!bool "\\ud800"\n', ":1:"),
+    ('a: !!timestamp "\\ud800"\n', ":1:"),
+    ("password: !!int hunter2\n", ":1:11:"),
+    ("a: !!float x\n", ":1:4:"),
+    ("a: !!bool x\n", ":1:4:"),
+    ("a: !!int\n", ":1:4:"),
+    ("a: !!timestamp 2020-13-45\n", ":1:4:"),
+    ("a: " + "9" * 5000 + "\n", ":1:4:"),
+    ("? 0x" + "f" * 4000 + "\n: v\n", ":1:3:"),
+])
+def test_every_bad_value_is_a_source_error_without_the_value(
+        tmp_path: Path, text: str, where: str) -> None:
+    error = load_fails(tmp_path, "app.yaml", text, "^" + where)
+    assert "hunter2" not in str(error)
+    assert len(str(error)) < 300
+
+
+def test_a_bad_value_in_a_running_publisher_keeps_the_last_good(tmp_path: Path,
+                                                                name: str) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text("a: 1\n", encoding="utf-8")
+    with shmconf.Publisher(name, sources=[path]) as publisher:
+        assert publisher.publish_now() == 1
+        path.write_text('a: "\\U00110000"\n', encoding="utf-8")
+        assert publisher.reload() is None
+        assert publisher.stats.rejections["source"] == 1
+        assert publisher.generation == 1
+        publisher.unlink()
+
+
+def test_long_alias_chains_inside_an_ordered_map_are_no_recursion(tmp_path: Path) -> None:
+    chain = "a0: &a0 [x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 400))
+    load_fails(tmp_path, "app.yaml", chain + "om: !!omap [{k: *a399}]\n",
+               r"nested deeper than 64 levels$")
+
+
+def test_merges_inside_an_ordered_map_follow_the_spec(tmp_path: Path) -> None:
+    data = load(tmp_path, "om: !!omap [{k: &m {<<: [{port: first}, {port: second}]}}]\n"
+                          "plain: *m\n")
+    assert data == {"om": [["k", {"port": "first"}]], "plain": {"port": "first"}}
+
+
+def test_a_self_merge_inside_an_ordered_map_is_refused(tmp_path: Path) -> None:
+    load_fails(tmp_path, "app.yaml", "o: &o !!omap [{x: 1}, {y: {<<: *o}}]\n",
+               r"takes a mapping or a list of mappings")
+
+
+def test_merges_that_copy_too_much_are_refused_quickly(tmp_path: Path) -> None:
+    keys = ", ".join(f"k{i}: {i}" for i in range(5000))
+    text = f"a: &a {{{keys}}}\nb: {{<<: [{', '.join(['*a'] * 20000)}]}}\n"
+    started = time.monotonic()
+    load_fails(tmp_path, "app.yaml", text,
+               r"^:2:5: more than 1000000 values with merge keys and aliases expanded$")
+    assert time.monotonic() - started < 5
+
+
+def test_control_characters_after_other_line_breaks_are_placed_right(tmp_path: Path) -> None:
+    load_fails(tmp_path, "app.yaml", 'a: 1\rb: 2\rc: "\x01"\n', r"^:3:5: control character")
+
+
+def test_a_duplicate_anchor_names_the_first_line(tmp_path: Path) -> None:
+    load_fails(tmp_path, "app.yaml", "a: &x 1\nb: 2\nc: &x 3\n",
+               r"^:3:4: duplicate anchor 'x' \(first on line 1\)$")
+
+
+def test_a_surrogate_escape_in_yaml_is_located(tmp_path: Path, yaml_parser: str) -> None:
+    text = 'a:\n  b: "\\ud800"\n'
+    if yaml_parser == "libyaml":
+        load_fails(tmp_path, "app.yaml", text, r"^:2:")
+    else:
+        load_fails(tmp_path, "app.yaml", text, r"^:2:6: a\.b: string not valid Unicode")

@@ -285,8 +285,9 @@ def unicode_problem(text: str) -> str | None:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         code = ord(text[exc.start])
-        return (f"not valid Unicode: a lone surrogate \\u{code:04x} at character {exc.start} "
-                "(a \\ud800-\\udfff escape without its pair, or bytes that are not UTF-8)")
+        return (f"not valid Unicode: a surrogate code point \\u{code:04x} at character "
+                f"{exc.start} (a \\ud800-\\udfff escape, which JSON allows only as a pair, "
+                "or bytes that are not UTF-8)")
     return None
 
 

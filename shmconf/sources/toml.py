@@ -50,6 +50,10 @@ class TomlSource(FileSource):
             raise SourceError(self.name, reason) from None
         except RecursionError:
             raise SourceError(self.name, f"nested deeper than {MAX_DEPTH} levels") from None
+        except ValueError as exc:
+            # tomllib checks syntax; int() refuses what it cannot hold (more
+            # than 4300 digits). Its message names the limit, not the value.
+            raise SourceError(self.name, f"a value cannot be read: {exc}") from None
         if not data:
             raise self.empty()
         return data

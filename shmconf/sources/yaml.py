@@ -38,12 +38,19 @@ PyYAML release or build:
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 from typing import Any, ClassVar, Final
 
 from shmconf import _gc
 from shmconf.errors import SourceError
-from shmconf.sources.base import MAX_DEPTH, FileSource, KeyPath, check_expanded_size
+from shmconf.sources.base import (
+    MAX_DEPTH,
+    MAX_NODES,
+    FileSource,
+    KeyPath,
+    check_expanded_size,
+)
 
 #: The tag PyYAML gives ``<<`` keys.
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
@@ -68,8 +75,36 @@ def _loader_class(yaml: ModuleType, libyaml: bool = True) -> Any:
     return yaml.SafeLoader
 
 
+#: Exceptions PyYAML's pure-Python scanner and safe constructor raise, on some
+#: input, instead of a YAMLError; shmconf turns them into a SourceError.
+_CONSTRUCTOR_BUGS: Final = (ValueError, OverflowError, KeyError, AttributeError, IndexError,
+                            TypeError, RecursionError)
+_SCANNER_BUGS: Final = _CONSTRUCTOR_BUGS
+#: Documents up to this many characters are read again with the pure-Python
+#: parser when libyaml refuses them (its message is the same on every build);
+#: a larger one keeps libyaml's message rather than wait seconds for another.
+_REREAD_LIMIT: Final = 1_000_000
+#: YAML's line breaks (YAML 1.1 counts NEL and the Unicode separators too).
+_LINE_BREAK: Final = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+#: Collection tags shmconf builds itself; any other is PyYAML's business
+#: (which refuses every one the safe loader does not know).
+_OMAP_TAGS: Final = ("tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs")
+_SET_TAG: Final = "tag:yaml.org,2002:set"
+
+
 class _ParserFailed(Exception):
     """libyaml refused the document; the pure-Python parser says why."""
+
+    def __init__(self, error: SourceError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _yaml_position(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of character ``position``, counting YAML's line breaks."""
+    breaks = list(_LINE_BREAK.finditer(text, 0, position))
+    start = breaks[-1].end() if breaks else 0
+    return len(breaks) + 1, position - start + 1
 
 
 class YamlSource(FileSource):
@@ -85,11 +120,13 @@ class YamlSource(FileSource):
         if self.libyaml and hasattr(yaml, "CSafeLoader"):
             try:
                 return self._parse(yaml, yaml.CSafeLoader, text)
-            except _ParserFailed:
+            except _ParserFailed as failed:
                 # libyaml's messages (and limits, such as its own nesting
                 # depth) differ between builds; the pure-Python parser gives
-                # the same words and positions everywhere.
-                pass
+                # the same words and positions everywhere. It is slower, so a
+                # large document keeps libyaml's message.
+                if len(text) > _REREAD_LIMIT:
+                    raise failed.error from None
         return self._parse(yaml, yaml.SafeLoader, text)
 
     def _parse(self, yaml: ModuleType, loader_class: Any, text: str) -> Any:
@@ -104,9 +141,20 @@ class YamlSource(FileSource):
                 self._check_keys(loader, node, 1, set())
                 data = _Builder(self, loader).build(node)
         except yaml.YAMLError as exc:
+            error = self._yaml_error(yaml, exc, text)
             if loader_class is not yaml.SafeLoader:
-                raise _ParserFailed from None
-            raise self._yaml_error(yaml, exc, text) from None
+                raise _ParserFailed(error) from None
+            raise error from None
+        except SourceError:
+            raise  # shmconf's own refusal (a ValueError too)
+        except _SCANNER_BUGS as exc:
+            # The pure-Python scanner fails on some escapes (chr() of
+            # "\U00110000") instead of reporting them; libyaml refuses them.
+            mark = loader.get_mark() if loader is not None and \
+                hasattr(loader, "get_mark") else None
+            where = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+            raise SourceError(self.name, f"invalid YAML ({type(exc).__name__} in the "
+                                         "scanner: an escape out of range?)", *where) from None
         finally:
             if loader is not None:
                 loader.dispose()
@@ -119,8 +167,7 @@ class YamlSource(FileSource):
         if isinstance(exc, yaml.reader.ReaderError):
             code = exc.character if isinstance(exc.character, int) else ord(exc.character)
             escape = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-            line = text.count("\n", 0, exc.position) + 1
-            column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+            line, column = _yaml_position(text, exc.position)
             return SourceError(self.name, f"control character U+{code:04X} is not allowed in "
                                           f"YAML; write it as {escape} inside double quotes",
                                line, column)
@@ -131,6 +178,19 @@ class YamlSource(FileSource):
                 return SourceError(self.name, reason, mark.line + 1, mark.column + 1)
             return SourceError(self.name, reason)
         return SourceError(self.name, f"invalid YAML ({type(exc).__name__})")
+
+    def _scalar(self, loader: Any, node: Any) -> Any:
+        """A scalar node's value, by PyYAML's safe constructor; any failure at its line.
+
+        The constructor raises ValueError, KeyError and others on some
+        tagged scalars (``!!int hunter2``, ``!!bool x``, an integer of 5,000
+        digits); their messages would show the value, which may be a secret.
+        """
+        try:
+            return loader.construct_object(node, deep=True)
+        except _CONSTRUCTOR_BUGS:
+            tag = node.tag.rsplit(":", 1)[-1]
+            raise self._at(node, f"cannot read this value as {tag}") from None
 
     def _compose(self, yaml: ModuleType, loader: Any) -> Any:
         """The node graph of the single document, or ``None`` for an empty stream.
@@ -219,14 +279,13 @@ class YamlSource(FileSource):
                 merge = key_node
                 self._check_keys(loader, value_node, depth, seen)
                 continue
-            key = loader.construct_object(key_node, deep=True) if key_node.id == "scalar" \
-                else None
+            key = self._scalar(loader, key_node) if key_node.id == "scalar" else None
             if key_node.id != "scalar" or isinstance(key, bool) or \
                     not isinstance(key, (str, int)):
                 found = key_node.id if key_node.id != "scalar" else _yaml_type(key)
                 raise self._at(key_node, f"found a key of type {found}; keys must be strings "
                                          "(quote it)")
-            text = str(key)
+            text = _key_text(self, key_node, key)
             if text in keys:
                 first = keys[text].start_mark.line + 1
                 raise self._at(key_node, f"duplicate key {text!r} (first on line {first})")
@@ -239,18 +298,27 @@ class YamlSource(FileSource):
 
     def locate(self, text: str, path: KeyPath) -> tuple[int, int] | None:
         yaml = _yaml(self.name)
-        loader = _loader_class(yaml)(text)
-        try:
-            node = self._compose(yaml, loader)
-            for part in path:
-                node = _child(loader, node, part)
-                if node is None:
-                    return None
-        except (yaml.YAMLError, SourceError):
-            return None
-        finally:
-            loader.dispose()
-        return node.start_mark.line + 1, node.start_mark.column + 1
+        classes = [yaml.SafeLoader]
+        if self.libyaml and hasattr(yaml, "CSafeLoader"):
+            classes.insert(0, yaml.CSafeLoader)
+        for loader_class in classes:  # the parser that read the document
+            loader = None
+            try:
+                loader = loader_class(text)
+                node = self._compose(yaml, loader)
+                for part in path:
+                    node = _child(loader, node, part)
+                    if node is None:
+                        return None
+            except (yaml.YAMLError, SourceError, *_CONSTRUCTOR_BUGS):
+                continue
+            finally:
+                if loader is not None:
+                    loader.dispose()
+            if node is None:
+                return None
+            return node.start_mark.line + 1, node.start_mark.column + 1
+        return None
 
 
 class _Builder:
@@ -260,7 +328,9 @@ class _Builder:
     object already built for its anchor (normalize() copies shared objects
     apart later), and a collection is recorded before its children are
     built, so a recursive alias becomes a cycle that
-    :func:`check_expanded_size` refuses at its anchor.
+    :func:`check_expanded_size` refuses at its anchor. Merges copy keys, so
+    they are counted: more than ``MAX_NODES`` keys and items built is
+    refused before the copies cost gigabytes.
     """
 
     def __init__(self, source: YamlSource, loader: Any) -> None:
@@ -269,23 +339,34 @@ class _Builder:
         self._built: dict[int, Any] = {}
         #: Mappings whose merges are not resolved yet.
         self._open: set[int] = set()
+        self._budget = MAX_NODES
 
     def build(self, node: Any) -> Any:
         built = self._built.get(id(node))
         if built is not None:
             return built
-        if node.id == "mapping" and node.tag == _MAP_TAG:
+        if node.id == "mapping":
+            if node.tag == _SET_TAG:
+                # Refused by normalize() with its key path: a set is no config value.
+                return {self._source._scalar(self._loader, key) for key, _ in node.value}
             return self._mapping(node)
-        if node.id == "sequence" and node.tag == _SEQ_TAG:
+        if node.id == "sequence" and (node.tag == _SEQ_TAG or node.tag in _OMAP_TAGS):
             items: list[Any] = []
             self._built[id(node)] = items
-            items.extend(self.build(item) for item in node.value)
+            self._spend(node, len(node.value))
+            if node.tag in _OMAP_TAGS:
+                # Ordered pairs ([{k: v}, ...]) become [[k, v], ...].
+                items.extend(self._pair(item) for item in node.value)
+            else:
+                items.extend(self.build(item) for item in node.value)
             return items
-        # Scalars, and collections with another tag (!!set, !!omap), by
-        # PyYAML's safe constructor; normalize() refuses what is not JSON.
-        return self._loader.construct_object(node, deep=True)
+        # Scalars, by PyYAML's safe constructor; an unknown tag on a
+        # collection fails there too, before building anything below it.
+        return self._source._scalar(self._loader, node)
 
     def _mapping(self, node: Any) -> dict[str, Any]:
+        if node.tag != _MAP_TAG:
+            return self._source._scalar(self._loader, node)  # type: ignore[no-any-return]
         result: dict[str, Any] = {}
         self._built[id(node)] = result
         self._open.add(id(node))
@@ -295,11 +376,13 @@ class _Builder:
             if key_node.tag == _MERGE_TAG:
                 merged = [self._merged(item, key_node)
                           for item in _merge_items(self._source, value_node)]
+                self._spend(key_node, sum(len(m) for m in merged))
                 continue
-            key = self._loader.construct_object(key_node)
+            key = self._source._scalar(self._loader, key_node)
             # Integer keys are stored as the strings JSON would make of them
             # (_check_keys refused every other kind).
             own.append((str(key) if isinstance(key, int) else key, self.build(value_node)))
+        self._spend(node, len(own))
         # Earlier merged mappings win over later ones, own keys over all;
         # updating in reverse keeps the key order PyYAML used to give.
         for source in reversed(merged):
@@ -308,12 +391,34 @@ class _Builder:
         self._open.discard(id(node))
         return result
 
+    def _pair(self, item: Any) -> list[Any]:
+        if item.id != "mapping" or len(item.value) != 1:
+            raise self._source._at(item, "an ordered map (!!omap, !!pairs) takes mappings "
+                                         "of one key each")
+        key_node, value_node = item.value[0]
+        return [self._source._scalar(self._loader, key_node), self.build(value_node)]
+
     def _merged(self, node: Any, key_node: Any) -> dict[str, Any]:
         if id(node) in self._open:
             raise self._source._at(key_node,
                                    "a merge key (<<) refers to a mapping that contains it")
         mapping: dict[str, Any] = self.build(node)
         return mapping
+
+    def _spend(self, node: Any, count: int) -> None:
+        """Count ``count`` keys or items built; refuse the document past ``MAX_NODES``."""
+        self._budget -= count
+        if self._budget < 0:
+            raise self._source._at(node, f"more than {MAX_NODES} values with merge keys "
+                                         "and aliases expanded")
+
+
+def _key_text(source: YamlSource, node: Any, key: str | int) -> str:
+    """``str(key)``; an integer too long for ``str()`` (4,300 digits) is refused at its line."""
+    try:
+        return str(key)
+    except ValueError:
+        raise source._at(node, "integer key too long") from None
 
 
 def _merge_items(source: YamlSource, value: Any) -> list[Any]:
@@ -341,9 +446,10 @@ def _anchored(yaml: ModuleType, anchors: dict[str, Any], event: Any, node: Any) 
     anchor = event.anchor
     if anchor is not None:
         if anchor in anchors:
+            first = anchors[anchor].start_mark.line + 1
             raise yaml.composer.ComposerError(
-                f"found duplicate anchor {anchor!r}; first occurrence",
-                anchors[anchor].start_mark, "second occurrence", event.start_mark)
+                None, None, f"duplicate anchor {anchor!r} (first on line {first})",
+                event.start_mark)
         anchors[anchor] = node
     return node
 
