@@ -1,4 +1,4 @@
-"""The report: ``docs/bench.md`` (tables, bars, notes) and the plots in ``docs/img/``.
+"""The report: ``docs/bench.md`` (tables, bars, notes); ``bench.plots`` draws its images.
 
 Everything here works from the results dictionary alone (``bench/out/*.json``
 holds the same), so a report can be rebuilt without measuring again::
@@ -10,18 +10,13 @@ holds the same), so a report can be rebuilt without measuring again::
 
 from __future__ import annotations
 
-import math
-import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.alternatives import LABELS as ADAPTER_LABELS
+from bench import plots
+from bench._format import NA, label, ns, ok
 from bench.alternatives import REDIS_MISSING
-
-LABELS = {**ADAPTER_LABELS, "loop": "empty loop iteration (reference)",
-          "shmconf-file": "shmconf, file save -> publisher service",
-          "dict-control": "plain dict, same load (control)"}
 
 #: Section names of the measures, for the conditions table.
 MEASURE_TITLES = {
@@ -36,30 +31,8 @@ MEASURE_TITLES = {
     "idle_cpu": "shmconf: idle publisher",
 }
 
-#: What a table shows where nothing was measured.
-NA = "n/a"
-
-#: Colours: shmconf stands out, the rest are muted.
-COLORS = {"shmconf": "#d62728", "shmconf-file": "#ff7f0e", "gencheck": "#f4a3a3",
-          "dict": "#7f7f7f", "dict-control": "#7f7f7f", "manager": "#1f77b4",
-          "redis": "#9467bd", "smd": "#8c564b", "ultradict": "#e377c2", "statpoll": "#17becf",
-          "reread": "#bcbd22", "loop": "#c7c7c7"}
-
 
 # -- formatting --------------------------------------------------------------------------
-
-
-def ns(value: float | None) -> str:
-    """Nanoseconds as ns, µs or ms with three significant digits."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return NA
-    if value < 1_000:
-        return f"{value:.0f} ns"
-    if value < 1_000_000:
-        return f"{value / 1e3:.3g} µs"
-    if value < 1e9:
-        return f"{value / 1e6:.3g} ms"
-    return f"{value / 1e9:.3g} s"
 
 
 def ms(value: float | None) -> str:
@@ -88,17 +61,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def label(key: str) -> str:
-    return LABELS.get(key, key)
-
-
 def failed_rows(errors: dict[str, str], columns: int) -> list[list[str]]:
     return [[label(key), f"failed: {reason}", *[""] * (columns - 2)]
             for key, reason in errors.items()]
-
-
-def _ok(result: Any) -> bool:
-    return isinstance(result, dict) and "failed" not in result
 
 
 def _failed(title: str, result: Any) -> str:
@@ -129,7 +94,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
     cores = machine.get("usable_cores", machine.get("cores", 1))
 
     rl = results.get("read_latency")
-    if _ok(rl) and {"shmconf", "dict"} <= rl["rows"].keys():
+    if ok(rl) and {"shmconf", "dict"} <= rl["rows"].keys():
         rows = rl["rows"]
         ratio = rows["shmconf"]["ratio"]
         check = rows.get("gencheck", {})
@@ -146,7 +111,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
                       "measured": f"{ratio:.2f}x", "holds": ratio <= 4, "why": why})
 
     sc = results.get("scaling")
-    if _ok(sc) and "shmconf" in sc["rows"] and "2" in sc["rows"]["shmconf"]:
+    if ok(sc) and "shmconf" in sc["rows"] and "2" in sc["rows"]["shmconf"]:
         got = sc["rows"]["shmconf"]["2"]["vs_one"]
         floor = sc["rows"].get("dict", {}).get("2", {}).get("vs_one")
         why = f"{cores} usable cores"
@@ -179,7 +144,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
                       "why": why})
 
     pr = results.get("propagation")
-    if _ok(pr):
+    if ok(pr):
         file_rows = [r for r in pr["rows"] if r["alt"] == "shmconf-file"]
         if file_rows:
             row = max(file_rows, key=lambda r: r["readers"])
@@ -209,7 +174,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
                       "holds": got < limit_ms, "why": why})
 
     idle = results.get("idle_cpu")
-    if _ok(idle):
+    if ok(idle):
         got = idle["cpu_percent"]
         found.append({"measure": "publisher idle CPU", "bar": "< 0.1 %",
                       "measured": f"{got:.4f} %", "holds": got < 0.1,
@@ -217,7 +182,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
                              f"{idle['threads']} threads (watcher, heartbeat)"})
 
     uu = results.get("under_updates")
-    if _ok(uu) and "shmconf" in uu["rows"]:
+    if ok(uu) and "shmconf" in uu["rows"]:
         row = uu["rows"]["shmconf"]
         control = uu["rows"].get("dict-control")
         retries = row.get("retries")
@@ -238,7 +203,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _row(result: Any, size_bytes: int) -> dict[str, Any] | None:
-    if not _ok(result):
+    if not ok(result):
         return None
     for row in result["rows"]:
         if row["size"] == size_bytes:
@@ -290,7 +255,7 @@ def _bars_section(found: list[dict[str, Any]]) -> str:
 
 
 def _read_latency(result: Any, img: str) -> str:
-    if not _ok(result):
+    if not ok(result):
         return _failed("read latency", result)
     rows = result["rows"]
     order = ["dict", "shmconf", "gencheck", "loop", "ultradict", "statpoll", "smd", "reread",
@@ -317,7 +282,7 @@ def _read_latency(result: Any, img: str) -> str:
 
 
 def _scaling(result: Any, img: str) -> str:
-    if not _ok(result):
+    if not ok(result):
         return _failed("scaling", result)
     counts = result["counts"]
     header = ["alternative", *[f"{n} proc." for n in counts],
@@ -341,7 +306,7 @@ def _scaling(result: Any, img: str) -> str:
 
 def _propagation(results: dict[str, Any], img: str) -> str:
     result = results.get("propagation")
-    if not _ok(result):
+    if not ok(result):
         return _failed("propagation", result)
     counts = result["counts"]
     by_alt: dict[str, dict[int, dict[str, Any]]] = {}
@@ -386,7 +351,7 @@ def _adoption_note(results: dict[str, Any]) -> list[str]:
     """Why many readers on few cores take longer: each parses the new version once."""
     row4 = _row(results.get("new_generation"), 4096)
     prop = results.get("propagation")
-    if not row4 or not _ok(prop):
+    if not row4 or not ok(prop):
         return []
     most = max(prop["counts"])
     cores = results["machine"].get("usable_cores", 1)
@@ -401,7 +366,7 @@ def _adoption_note(results: dict[str, Any]) -> list[str]:
 
 
 def _under_updates(result: Any, img: str) -> str:
-    if not _ok(result):
+    if not ok(result):
         return _failed("reads while updating", result)
     body = []
     for key, r in result["rows"].items():
@@ -428,7 +393,7 @@ def _under_updates(result: Any, img: str) -> str:
 
 
 def _new_generation(result: Any) -> str:
-    if not _ok(result):
+    if not ok(result):
         return _failed("new generation", result)
     body = []
     for r in result["rows"]:
@@ -456,7 +421,7 @@ def _new_generation(result: Any) -> str:
 
 def _publish(result: Any, file_result: Any) -> str:
     parts = []
-    if _ok(result):
+    if ok(result):
         body = []
         for r in result["rows"]:
             s = r["steps_ms"]
@@ -476,7 +441,7 @@ def _publish(result: Any, file_result: Any) -> str:
     else:
         parts.append(_failed("publish", result))
     parts.append("")
-    if _ok(file_result):
+    if ok(file_result):
         body = [[r["label"], size(r["file_bytes"]), f"{ms(r['p50_ms'])} ({ms(r['p90_ms'])})",
                  ms(r["load_p50_ms"]), ms(r["pyyaml_p50_ms"])] for r in file_result["rows"]]
         parts += [
@@ -494,7 +459,7 @@ def _publish(result: Any, file_result: Any) -> str:
 
 
 def _idle(result: Any) -> str:
-    if not _ok(result):
+    if not ok(result):
         return _failed("idle CPU", result)
     return (f"A publisher service (`serve_forever` on a YAML file, debounce 50 ms, inotify "
             f"watcher) in its own process used **{result['cpu_percent']:.4f} %** of one CPU "
@@ -506,7 +471,7 @@ def _idle(result: Any) -> str:
 
 
 def _memory(result: Any) -> str:
-    if not _ok(result):
+    if not ok(result):
         return _failed("memory", result)
     body = [[r["label"], "yes" if r["model"] else "no", size(r["rss_delta"]),
              size(r["pss_delta"]), size(r["uss_delta"])] for r in result["rows"]]
@@ -636,172 +601,8 @@ def write(results: dict[str, Any], out: Path, img_dir: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     img_dir.mkdir(parents=True, exist_ok=True)
     try:
-        plots(results, img_dir)
+        plots.draw(results, img_dir)
     except ImportError as exc:
         results.setdefault("notes", []).append(f"plots skipped: {exc}")
     rel = img_dir.relative_to(out.parent) if img_dir.is_relative_to(out.parent) else img_dir
     out.write_text(markdown(results, str(rel)))
-
-
-# -- plots ------------------------------------------------------------------------------------
-
-
-def plots(results: dict[str, Any], img_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
-                         "font.size": 9})
-    makers: list[tuple[str, Callable[[Any, Any], bool]]] = [
-        ("bench-read-latency.png", lambda ax, p=plt: _plot_read_latency(results, ax)),
-        ("bench-scaling.png", lambda ax, p=plt: _plot_scaling(results, ax)),
-        ("bench-propagation.png", lambda ax, p=plt: _plot_propagation(results, ax)),
-        ("bench-under-updates.png", lambda ax, p=plt: _plot_under_updates(results, ax)),
-    ]
-    for name, maker in makers:
-        fig, ax = plt.subplots(figsize=(8, 4.2))
-        try:
-            if maker(ax, plt):
-                fig.tight_layout()
-                fig.savefig(img_dir / name)
-        finally:
-            plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    try:
-        if _plot_sizes(results, axes):
-            fig.tight_layout()
-            fig.savefig(img_dir / "bench-shmconf-sizes.png")
-    finally:
-        plt.close(fig)
-
-
-def _wrap(text: str) -> str:
-    return textwrap.fill(text, 15, break_long_words=False)
-
-
-def _color(key: str) -> str:
-    return COLORS.get(key, "#333333")
-
-
-def _plot_read_latency(results: dict[str, Any], ax: Any) -> bool:
-    result = results.get("read_latency")
-    if not _ok(result):
-        return False
-    rows = sorted(((k, r) for k, r in result["rows"].items() if k != "loop"),
-                  key=lambda kv: kv[1]["mean_ns"])
-    names = [label(k) for k, _ in rows]
-    values = [r["mean_ns"] for _, r in rows]
-    ax.barh(names, values, color=[_color(k) for k, _ in rows])
-    ax.set_xscale("log")
-    ax.invert_yaxis()
-    for i, v in enumerate(values):
-        ax.text(v * 1.1, i, ns(v), va="center", fontsize=8)
-    ax.set_xlim(right=max(values) * 8)
-    ax.set_xlabel("mean time per read (log scale)")
-    ax.set_title(f"Read latency, unchanged {result['config_bytes'] // 1024} KB config")
-    return True
-
-
-def _plot_scaling(results: dict[str, Any], ax: Any) -> bool:
-    result = results.get("scaling")
-    if not _ok(result):
-        return False
-    counts = result["counts"]
-    for key, row in result["rows"].items():
-        ax.plot(counts, [row[str(n)]["reads_per_s"] for n in counts], marker="o",
-                label=label(key), color=_color(key),
-                linewidth=2.5 if key == "shmconf" else 1.2)
-    ax.set_yscale("log")
-    ax.set_xticks(counts)
-    ax.set_xlabel("reader processes")
-    ax.set_ylabel("aggregate reads/s (log scale)")
-    ax.set_title(f"Scaling ({results['machine']['cores']} cores)")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
-    return True
-
-
-def _plot_propagation(results: dict[str, Any], ax: Any) -> bool:
-    result = results.get("propagation")
-    if not _ok(result) or not result["rows"]:
-        return False
-    keys = list(dict.fromkeys(r["alt"] for r in result["rows"]))
-    counts = result["counts"]
-    width = 0.8 / (2 * len(counts))
-    for j, n in enumerate(counts):
-        for k, stat in enumerate(("p50_ms", "p99_ms")):
-            values = []
-            for key in keys:
-                row = next((r for r in result["rows"] if r["alt"] == key and r["readers"] == n),
-                           None)
-                values.append(row[stat] if row else 0)
-            offset = (j * 2 + k) * width - 0.4 + width / 2
-            ax.bar([i + offset for i in range(len(keys))], values, width,
-                   label=f"{n} readers, {stat[:3]}", alpha=0.55 + 0.45 * k,
-                   color=["#1f77b4", "#d62728", "#2ca02c", "#9467bd"][j * 2 + k])
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(keys)))
-    ax.set_xticklabels([_wrap(label(k)) for k in keys], fontsize=6.5)
-    ax.set_ylabel("ms until every reader holds it (log)")
-    ax.axhline(100, color="#d62728", linestyle="--", linewidth=0.8,
-               label="100 ms bar (file save)")
-    ax.set_title(f"Propagation (readers poll every {result['poll_ms']:g} ms)")
-    ax.legend(fontsize=7)
-    return True
-
-
-def _plot_under_updates(results: dict[str, Any], ax: Any) -> bool:
-    result = results.get("under_updates")
-    if not _ok(result) or not result["rows"]:
-        return False
-    keys = list(result["rows"])
-    stats = (("p50_ns", "p50"), ("p99_ns", "p99"), ("p999_ns", "p99.9"))
-    width = 0.8 / len(stats)
-    for j, (stat, name) in enumerate(stats):
-        values = [max(1.0, result["rows"][k][stat]) for k in keys]
-        ax.bar([i + j * width - 0.4 + width / 2 for i in range(len(keys))], values, width,
-               label=name, color=["#9ecae1", "#4292c6", "#08519c"][j])
-    ax.axhline(5_000, color="#d62728", linestyle="--", linewidth=0.8, label="5 µs bar")
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(keys)))
-    ax.set_xticklabels([_wrap(label(k)) for k in keys], fontsize=6.5)
-    ax.set_ylabel("ns per read (log)")
-    ax.set_title("Read latency while the config changes 1000 times/s")
-    ax.legend(fontsize=7)
-    return True
-
-
-def _plot_sizes(results: dict[str, Any], axes: Any) -> bool:
-    ng, pc = results.get("new_generation"), results.get("publish")
-    drew = False
-    if _ok(ng):
-        ax = axes[0]
-        xs = [r["size"] / 1024 for r in ng["rows"]]
-        ax.plot(xs, [r["plain_p50_ns"] / 1e3 for r in ng["rows"]], marker="o", label="no model")
-        ax.plot(xs, [r["model_p50_ns"] / 1e3 for r in ng["rows"]], marker="s",
-                label="pydantic model")
-        ax.axhline(50, color="#d62728", linestyle="--", linewidth=0.8, label="50 µs bar (4 KB)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("config size (KB)")
-        ax.set_ylabel("µs")
-        ax.set_title("First get() after a publish")
-        ax.legend(fontsize=7)
-        drew = True
-    if _ok(pc):
-        ax = axes[1]
-        xs = [r["size"] / 1024 for r in pc["rows"]]
-        ax.plot(xs, [r["plain"]["p50_ms"] for r in pc["rows"]], marker="o", label="no model")
-        ax.plot(xs, [r["model"]["p50_ms"] for r in pc["rows"]], marker="s",
-                label="pydantic model")
-        ax.plot([4, 1024], [1, 50], linestyle="none", marker="_", markersize=18,
-                color="#d62728", label="bars: 1 ms (4 KB), 50 ms (1 MB)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("config size (KB)")
-        ax.set_ylabel("ms")
-        ax.set_title("publish(mapping)")
-        ax.legend(fontsize=7)
-        drew = True
-    return drew

@@ -17,6 +17,8 @@ import pytest
 
 from shmconf.protocol.block import SHM_DIR, list_shm_names, unlink_shm
 from shmconf.protocol.layout import SHM_NAME_RE
+from tests.apps.models import seq_yaml
+from tests.helpers import atomic_save
 
 #: Every name this test session creates starts with this, so its leftovers are
 #: easy to find, and another session running at the same time is left alone.
@@ -42,6 +44,28 @@ def name() -> Iterator[str]:
     value = f"{TEST_PREFIX}{uuid.uuid4().hex[:8]}"
     yield value
     remove_segments(value)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A config file ``v: 0`` in a directory of its own, for watchers and publishers."""
+    path = tmp_path / "conf" / "app.yaml"
+    path.parent.mkdir()
+    path.write_text("v: 0\n")
+    return path
+
+
+@pytest.fixture
+def source(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The servers' config (``seq_yaml(0)``); the test apps find it and the name in the env."""
+    # A directory of its own: the publisher watches it, and the server's log
+    # (written on every request) must not keep the watcher's debounce busy.
+    path = tmp_path / "config" / "app.yaml"
+    path.parent.mkdir()
+    atomic_save(path, seq_yaml(0), prefix="")
+    monkeypatch.setenv("SHMCONF_TEST_NAME", name)
+    monkeypatch.setenv("SHMCONF_TEST_SOURCE", str(path))
+    return path
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

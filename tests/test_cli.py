@@ -15,7 +15,7 @@ import pytest
 
 from shmconf.protocol.block import list_shm_names
 from shmconf.protocol.layout import anchor_shm_name
-from tests.helpers import REPO, python, wait_until
+from tests.helpers import REPO, atomic_save, idle_reader_process, python, wait_until
 
 SECRET = "pa55-w0rd-s3cret"
 CONFIG = f"""\
@@ -39,12 +39,6 @@ def status_json(name: str) -> dict[str, object]:
     return dict(orjson.loads(result.stdout))
 
 
-def save(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class Running:
     def __init__(self, name: str, config: Path, proc: subprocess.Popen[str]) -> None:
         self.name, self.config, self.proc = name, config, proc
@@ -55,7 +49,7 @@ class Running:
     def edit(self, text: str) -> int:
         """Save new content and wait for the publisher to publish it."""
         before = self.generation()
-        save(self.config, text)
+        atomic_save(self.config, text, prefix="")
         wait_until(lambda: self.generation() > before, message="publish after edit")
         return self.generation()
 
@@ -82,14 +76,8 @@ def running(name: str, tmp_path: Path) -> Iterator[Running]:
 
 @pytest.fixture
 def idle_reader(running: Running) -> Iterator[subprocess.Popen[str]]:
-    proc = python("-m", "tests.procs.idle_reader", running.name, stdin=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("ready")
+    with idle_reader_process(running.name) as proc:
         yield proc
-    finally:
-        proc.kill()
-        proc.communicate()
 
 
 def ask_read(reader: subprocess.Popen[str]) -> str:
@@ -167,7 +155,7 @@ def test_reload_reports_unchanged_and_rejections(running: Running) -> None:
     result = run("reload", running.name)
     assert result.returncode == 0, result.stderr
     assert "sources unchanged, generation 1 stays" in result.stdout
-    save(running.config, CONFIG + "workers: 0\n")
+    atomic_save(running.config, CONFIG + "workers: 0\n", prefix="")
     wait_until(lambda: "workers" in str(status_json(running.name)["service"]),
                message="rejection recorded")
     result = run("reload", running.name)

@@ -65,6 +65,7 @@ def _check_get(reader: shmconf.Reader[object]) -> None:
     assert plain in (GOOD, {**GOOD, "limit": 2.5})
 
 
+@pytest.mark.slow
 @fuzz_settings
 @given(target=st.sampled_from(["anchor-header", "table", "data-header", "slot"]),
        offset=st.integers(0, 1 << 20), data=st.binary(min_size=1, max_size=64))
@@ -134,6 +135,7 @@ def test_header_parsing_of_random_bytes(name: str, header: bytes) -> None:
         block.unlink()
 
 
+@pytest.mark.slow
 def test_coverage_guided_fuzzing_of_attach_and_get(name: str, tmp_path: Path) -> None:
     pytest.importorskip("atheris", reason="atheris does not install here; hypothesis still runs")
     result = subprocess.run(

@@ -164,7 +164,8 @@ def architecture_names() -> list[str]:
     names = set()
     for cell in re.findall(r"^\| [^|]+ \| ([^|]+) \|$", ARCHITECTURE, re.M):
         previous = ""
-        for name in re.findall(r"`([A-Za-z_.]+)`", cell):
+        for found in re.findall(r"`([A-Za-z_.]+)`", cell):
+            name = found
             if "." not in name:  # `_adopt` continues the previous `module.Class`
                 name = previous.rsplit(".", 1)[0] + "." + name
             names.add(name)

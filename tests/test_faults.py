@@ -13,15 +13,17 @@ import signal
 import subprocess
 
 import orjson
+import pytest
 
 import shmconf
 from shmconf.protocol.block import list_shm_names
+from tests.checked import config
 from tests.helpers import python
-from tests.test_torn_reads import config
 
 KILLS = 25
 
 
+@pytest.mark.slow
 def test_sigkill_loop_never_shows_torn_or_regressed_snapshot(name: str) -> None:
     with shmconf.Publisher(name) as first:
         first.publish(config(0, 100))

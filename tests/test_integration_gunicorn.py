@@ -17,7 +17,6 @@ from tests.apps.models import seq_yaml
 from tests.apps.servers import (
     Load,
     assert_consistent,
-    atomic_write,
     get_json,
     kill_quietly,
     live_readers,
@@ -30,7 +29,7 @@ from tests.apps.servers import (
     wait_all_workers_serve,
     write_doc_files,
 )
-from tests.helpers import REPO, wait_until
+from tests.helpers import REPO, atomic_save, wait_until
 
 WORKERS = 4
 
@@ -40,18 +39,7 @@ def gunicorn_args(log: Path, *extra: str) -> list[str]:
             "--graceful-timeout", "5", *extra, "tests.apps.seqapp:wsgi"]
 
 
-@pytest.fixture
-def source(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # A directory of its own: the publisher watches it, and the server's log
-    # (written on every request) must not keep the watcher's debounce busy.
-    path = tmp_path / "config" / "app.yaml"
-    path.parent.mkdir()
-    atomic_write(path, seq_yaml(0))
-    monkeypatch.setenv("SHMCONF_TEST_NAME", name)
-    monkeypatch.setenv("SHMCONF_TEST_SOURCE", str(path))
-    return path
-
-
+@pytest.mark.slow
 def test_sync_workers_under_load_hup_kill_and_shutdown(
     tmp_path: Path, name: str, source: Path
 ) -> None:
@@ -78,7 +66,7 @@ def test_sync_workers_under_load_hup_kill_and_shutdown(
         wait_until(lambda: len(live := live_readers(name)) == WORKERS and not live & old,
                    20, 0.02, "4 new workers after HUP")
         assert publisher_pid(name) == publisher
-        atomic_write(source, seq_yaml(last + 1))
+        atomic_save(source, seq_yaml(last + 1), prefix="")
         wait_all_workers_serve(server.url, live_readers(name), last + 1)
 
         # 3. A worker killed with SIGKILL is replaced, and its successor serves
@@ -110,7 +98,7 @@ def test_sync_workers_under_load_hup_kill_and_shutdown(
 def test_invalid_initial_config_stops_gunicorn_with_the_reason(
     tmp_path: Path, name: str, source: Path
 ) -> None:
-    atomic_write(source, "seq: not-a-number\ncheck: x\n")
+    atomic_save(source, "seq: not-a-number\ncheck: x\n", prefix="")
     log = tmp_path / "gunicorn.log"
     server = start("gunicorn", gunicorn_args(log), log)
     assert server.proc.wait(30) == 1
@@ -160,7 +148,7 @@ def test_usr2_upgrade_hands_the_publisher_to_the_new_master(
             wait_until(lambda: len(live_readers(name)) == 4, 20, 0.02, "the new workers")
             new_workers = live_readers(name) - old_workers
             assert publisher_pid(name) == publisher
-            atomic_write(source, seq_yaml(1))
+            atomic_save(source, seq_yaml(1), prefix="")
             wait_all_workers_serve(server.url, live_readers(name), 1)
 
             # The old master stops: the segment stays, the standby takes over
@@ -172,7 +160,7 @@ def test_usr2_upgrade_hands_the_publisher_to_the_new_master(
                        "the standby to take over")
             assert pid_gone(publisher)
             assert live_readers(name) == new_workers
-            atomic_write(source, seq_yaml(2))
+            atomic_save(source, seq_yaml(2), prefix="")
             wait_all_workers_serve(server.url, new_workers, 2)
             assert status.collect(name, reclaim=False).generation > generation
         finally:
@@ -200,7 +188,7 @@ def test_abandoned_usr2_upgrade_leaves_the_old_master_publishing(
             wait_until(lambda: pid_gone(new_master), 20, 0.02, "the new master to exit")
         wait_until(lambda: live_readers(name) == old_workers, 10, 0.02, "the new worker gone")
         assert publisher_pid(name) == publisher
-        atomic_write(source, seq_yaml(1))
+        atomic_save(source, seq_yaml(1), prefix="")
         wait_all_workers_serve(server.url, old_workers, 1)
         assert server.stop() == 0
     assert nothing_left(name)
@@ -226,7 +214,8 @@ def test_documented_example_runs_as_written(tmp_path: Path, name: str) -> None:
             httpx.Client(base_url=server.url, timeout=5) as client:
         assert client.get("/").text == "hello from generation 1\n"
         text = files["app.yaml"].read_text()
-        atomic_write(files["app.yaml"], text.replace("greeting: hello", "greeting: bonjour"))
+        atomic_save(files["app.yaml"], text.replace("greeting: hello", "greeting: bonjour"),
+                    prefix="")
         wait_until(lambda: client.get("/").text == "bonjour from generation 2\n", 10, 0.02,
                    "the edit to be served")
         assert server.stop() == 0
@@ -240,9 +229,9 @@ def test_reload_with_changed_sources_restarts_the_publisher_and_keeps_the_last_g
     tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     first, second, broken = (tmp_path / f"{n}.yaml" for n in ("first", "second", "broken"))
-    atomic_write(first, seq_yaml(1))
-    atomic_write(second, seq_yaml(2))
-    atomic_write(broken, "seq: [not, an, int]\ncheck: x\n")
+    atomic_save(first, seq_yaml(1), prefix="")
+    atomic_save(second, seq_yaml(2), prefix="")
+    atomic_save(broken, "seq: [not, an, int]\ncheck: x\n", prefix="")
     model = "tests.apps.models:Seq"
     hooks = ShmconfHooks(name, sources=[first], model=model)
     hooks.on_starting(None)

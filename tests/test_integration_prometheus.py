@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import shmconf
 from shmconf.integrations.gunicorn import ShmconfHooks
 from shmconf.integrations.prometheus import ShmconfCollector
-from tests.apps.servers import atomic_write, nothing_left, serving, write_doc_files
-from tests.helpers import REPO, python, wait_until
+from tests.apps.servers import nothing_left, serving, write_doc_files
+from tests.helpers import REPO, atomic_save, idle_reader_process, wait_until
 
 GOOD = "greeting: hello\ndatabase:\n  host: db1\n  password: pw-s3cret\n"
 
@@ -46,21 +46,15 @@ def scrape(port: int) -> Samples:
 @pytest.fixture
 def idle_reader(name: str) -> Iterator[subprocess.Popen[str]]:
     """A worker that attaches and then reads only when told: it falls behind."""
-    proc = python("-m", "tests.procs.idle_reader", name, stdin=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("ready ")
+    with idle_reader_process(name) as proc:
         yield proc
-    finally:
-        proc.kill()
-        proc.communicate()
 
 
 @pytest.fixture
 def hooks(tmp_path: Path, name: str) -> Iterator[ShmconfHooks]:
     """gunicorn's hooks, driven by the test as gunicorn's master would."""
     source = tmp_path / "app.yaml"
-    atomic_write(source, GOOD)
+    atomic_save(source, GOOD, prefix="")
     hooks = ShmconfHooks(name, sources=[source], model="tests.models:Settings",
                          metrics_port=0, debounce=0.02)
     hooks.on_starting(None)
@@ -79,9 +73,10 @@ def test_publisher_process_serves_publisher_and_reader_metrics(
     source = tmp_path / "app.yaml"
     reader = shmconf.attach(name)
     try:
-        atomic_write(source, GOOD.replace("db1", "db2"))
+        atomic_save(source, GOOD.replace("db1", "db2"), prefix="")
         wait_until(lambda: reader.get()["database"]["host"] == "db2", 10, 0.01, "generation 2")
-        atomic_write(source, GOOD.replace("greeting: hello", "workers: 0\ngreeting: hello"))
+        atomic_save(source, GOOD.replace("greeting: hello", "workers: 0\ngreeting: hello"),
+                    prefix="")
         wait_until(
             lambda: scrape(process.metrics_port or 0)[
                 ("shmconf_rejections_total", (("reason", "validation"),))] == 1,
@@ -170,7 +165,7 @@ def test_missing_prometheus_client_names_the_install(
 
 def test_everything_is_removed_after_the_hooks_exit(tmp_path: Path, name: str) -> None:
     source = tmp_path / "app.yaml"
-    atomic_write(source, GOOD)
+    atomic_save(source, GOOD, prefix="")
     hooks = ShmconfHooks(name, sources=[source], metrics_port=0)
     hooks.on_starting(None)
     port: Any = hooks.publisher.metrics_port if hooks.publisher else None

@@ -19,7 +19,6 @@ from tests.apps.models import seq_yaml
 from tests.apps.servers import (
     Load,
     assert_consistent,
-    atomic_write,
     live_readers,
     nothing_left,
     rewrite_while_loaded,
@@ -27,19 +26,7 @@ from tests.apps.servers import (
     wait_all_workers_serve,
     write_doc_files,
 )
-from tests.helpers import REPO, wait_until
-
-
-@pytest.fixture
-def source(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # A directory of its own: the publisher watches it, and the server's log
-    # (written on every request) must not keep the watcher's debounce busy.
-    path = tmp_path / "config" / "app.yaml"
-    path.parent.mkdir()
-    atomic_write(path, seq_yaml(0))
-    monkeypatch.setenv("SHMCONF_TEST_NAME", name)
-    monkeypatch.setenv("SHMCONF_TEST_SOURCE", str(path))
-    return path
+from tests.helpers import REPO, atomic_save, wait_until
 
 
 @pytest.fixture
@@ -63,6 +50,7 @@ def load_and_rewrite(url: str, name: str, source: Path, workers: int) -> None:
     assert max(r["seq"] for r in load.responses) == last
 
 
+@pytest.mark.slow
 def test_uvicorn_workers_under_load(
     tmp_path: Path, name: str, source: Path, publisher: PublisherProcess
 ) -> None:
@@ -89,6 +77,7 @@ def uvicorn_worker_class() -> str:
     return "uvicorn_worker.UvicornWorker"
 
 
+@pytest.mark.slow
 def test_gunicorn_with_uvicorn_workers_under_load(
     tmp_path: Path, name: str, source: Path
 ) -> None:
@@ -112,7 +101,8 @@ def test_documented_example_runs_as_written(tmp_path: Path, name: str) -> None:
             httpx.Client(base_url=server.url, timeout=5) as client:
         assert client.get("/").text.startswith("hello (feature_x=False, pid ")
         text = files["app.yaml"].read_text()
-        atomic_write(files["app.yaml"], text.replace("feature_x: false", "feature_x: true"))
+        atomic_save(files["app.yaml"], text.replace("feature_x: false", "feature_x: true"),
+                    prefix="")
         wait_until(lambda: "feature_x=True" in client.get("/").text, 10, 0.02, "the edit")
         assert server.stop() == 0
     assert nothing_left(name)

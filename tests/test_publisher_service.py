@@ -17,8 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.helpers import REPO, python, wait_until
-from tests.test_source_etcd import DumpReader
+from tests.helpers import REPO, DumpReader, atomic_save, python, wait_until
 
 
 class Service:
@@ -61,14 +60,6 @@ class Service:
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "conf" / "app.yaml"
-    path.parent.mkdir()
-    path.write_text("v: 0\n")
-    return path
-
-
-@pytest.fixture
 def service(name: str, config: Path) -> Iterator[Service]:
     svc = Service(name, config)
     yield svc
@@ -83,12 +74,6 @@ def reader(service: Service) -> Iterator[DumpReader]:
     dump = DumpReader(service.name)
     yield dump
     dump.close()
-
-
-def atomic_save(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def test_atomic_save_publishes_once(service: Service, reader: DumpReader) -> None:

@@ -27,6 +27,7 @@ def _can_mount_private_tmpfs() -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.needs_root
 @pytest.mark.skipif(not _can_mount_private_tmpfs(),
                     reason="needs root and mount namespaces to give a process a tiny /dev/shm")
 def test_full_dev_shm_fails_cleanly_keeps_last_good_and_recovers(name: str) -> None:
@@ -82,6 +83,7 @@ def test_runtime_dir_symlink_is_refused(name: str, tmp_path: Path) -> None:
         shmconf.Publisher(name, runtime_dir=link)
 
 
+@pytest.mark.needs_root
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 def test_runtime_dir_owned_by_another_user_is_refused(name: str, tmp_path: Path) -> None:
     other = tmp_path / "other"

@@ -14,8 +14,6 @@ from shmconf.protocol import layout as L
 from shmconf.protocol.block import SHM_DIR, SharedBlock, list_shm_names
 from shmconf.protocol.layout import anchor_shm_name, data_shm_name
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
-
 
 def test_segments_are_created_0600(name: str) -> None:
     with shmconf.Publisher(name) as publisher:
@@ -124,7 +122,8 @@ def test_world_accessible_segment_is_refused(name: str) -> None:
         shmconf.attach(name, timeout=0.1)
 
 
-@needs_root
+@pytest.mark.needs_root
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 def test_segment_owned_by_another_user_is_refused(name: str) -> None:
     with shmconf.Publisher(name) as publisher:
         publisher.publish({"a": 1})

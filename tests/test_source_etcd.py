@@ -6,7 +6,6 @@ import base64
 import http.client
 import logging
 import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import shmconf
 from shmconf.sources.etcd import PASSWORD_ENV, EtcdSource
 from shmconf.sources.etcd_client import EtcdClient, prefix_end
 from tests.etcd_server import EtcdServer
-from tests.helpers import python, wait_until
+from tests.helpers import DumpReader, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None,
                                 reason="etcd is not installed (apt-get install etcd-server)")
@@ -62,25 +61,6 @@ def delete(server: EtcdServer, key: str) -> None:
 def txn(server: EtcdServer, pairs: dict[str, str]) -> None:
     call(server, "/v3/kv/txn", {"success": [
         {"requestPut": {"key": b64(k), "value": b64(v)}} for k, v in pairs.items()]})
-
-
-class DumpReader:
-    def __init__(self, name: str) -> None:
-        self.proc = python("-m", "tests.procs.dump_reader", name, stdin=subprocess.PIPE)
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline().strip() == "ready"
-
-    def read(self) -> tuple[int, dict[str, object]]:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        generation, _, body = self.proc.stdout.readline().partition(" ")
-        return int(generation), dict(orjson.loads(body))
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.communicate()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ times the slot capacity is published and every reader must see it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 
@@ -16,18 +15,13 @@ import pytest
 
 import shmconf
 from shmconf.protocol import layout as L
+from tests.checked import config
 from tests.helpers import python
 
 READERS = 3
 
 
-def config(seq: int, size: int, *, final: bool = False) -> dict[str, object]:
-    blob = hashlib.sha256(str(seq).encode()).hexdigest() * (size // 64 + 1)
-    blob = blob[:size]
-    check = hashlib.sha256(f"{seq}:{blob}".encode()).hexdigest()
-    return {"seq": seq, "blob": blob, "check": check, "final": final}
-
-
+@pytest.mark.slow
 def test_concurrent_readers_never_see_torn_or_older_snapshots(name: str) -> None:
     publisher = shmconf.Publisher(name)
     procs = []

@@ -29,6 +29,7 @@ from watchdog.observers.api import BaseObserver
 
 from shmconf import watch
 from shmconf.watch import Watcher, _fingerprint, _resolve, _watch_plan
+from tests.helpers import atomic_save
 
 #: Debounce of every watcher here: small, to keep the file fast.
 DEBOUNCE_MS = 50
@@ -157,21 +158,6 @@ def start(mode: str) -> Iterator[Start]:
     assert not [t for t in threading.enumerate() if t.name.startswith("shmconf-watch")]
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "conf" / "app.yaml"
-    path.parent.mkdir()
-    path.write_text("v: 0\n")
-    return path
-
-
-def atomic_save(path: Path, text: str) -> None:
-    """Save as editors do: write a temporary file, rename it over the target."""
-    tmp = path.with_name(f".{path.name}.swp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def retarget(link: Path, target: str) -> None:
     """Point a symlink elsewhere atomically (``ln -sfn`` through a rename)."""
     tmp = link.with_name(f".{link.name}.tmp")
@@ -227,7 +213,7 @@ def test_mode_is_reported(start: Start, config: Path, mode: str) -> None:
 
 def test_atomic_save_calls_back_once(start: Start, config: Path) -> None:
     _, calls = start(config)
-    atomic_save(config, "v: 1\n")
+    atomic_save(config, "v: 1\n", suffix=".swp")
     calls.wait_for(1)
     calls.stays(1)
     assert calls.seen == ["v: 1\n"]
@@ -286,7 +272,7 @@ def test_save_storm_gives_a_handful_and_ends_on_the_last_save(
     _, calls = start(config)
     began = time.monotonic()
     for i in range(100):
-        atomic_save(config, f"v: {i}\n")
+        atomic_save(config, f"v: {i}\n", suffix=".swp")
         time.sleep(0.01)  # pacing the writer: 100 saves in about a second
     assert time.monotonic() - began < 3
     calls.wait_for_content("v: 99\n")
@@ -318,7 +304,7 @@ def test_directory_that_does_not_exist_yet(
     calls.stays(0)  # a new directory alone changes no file
     path.write_text("v: 1\n")
     calls.wait_for_content("v: 1\n")
-    atomic_save(path, "v: 2\n")
+    atomic_save(path, "v: 2\n", suffix=".swp")
     calls.wait_for_content("v: 2\n")
 
 
@@ -346,7 +332,7 @@ def test_unrelated_changes_in_the_directory_do_not_call_back(
     _, calls = start(config)
     neighbour = config.parent / "other.yaml"
     neighbour.write_text("x: 1\n")
-    atomic_save(neighbour, "x: 2\n")
+    atomic_save(neighbour, "x: 2\n", suffix=".swp")
     (config.parent / ".app.yaml.swp").write_text("draft\n")  # an editor's swap file
     (config.parent / ".app.yaml.swp").unlink()
     (config.parent / "sub").mkdir()
@@ -364,12 +350,12 @@ def test_symlink_into_another_directory_is_followed(start: Start, tmp_path: Path
     link.symlink_to("../opt/app.yaml")
     _, calls = start(link)
     # A save in the target's directory, which holds no watched path itself.
-    atomic_save(tmp_path / "opt" / "app.yaml", "v: opt 2\n")
+    atomic_save(tmp_path / "opt" / "app.yaml", "v: opt 2\n", suffix=".swp")
     calls.wait_for_content("v: opt 2\n")
     retarget(link, "../srv/app.yaml")
     calls.wait_for_content("v: srv\n")
     # Re-resolved: the new target's directory is watched now.
-    atomic_save(tmp_path / "srv" / "app.yaml", "v: srv 2\n")
+    atomic_save(tmp_path / "srv" / "app.yaml", "v: srv 2\n", suffix=".swp")
     calls.wait_for_content("v: srv 2\n")
     calls.stays(3)
 
@@ -380,7 +366,7 @@ def test_several_files_one_callback_per_settled_change(start: Start, tmp_path: P
     prod = tmp_path / "prod" / "prod.toml"
     base.write_text("a: 1\n")
     _, calls = start(base, prod)
-    atomic_save(base, "a: 2\n")
+    atomic_save(base, "a: 2\n", suffix=".swp")
     calls.wait_for(1)
     prod.parent.mkdir()
     prod.write_text("b = 1\n")
@@ -390,10 +376,10 @@ def test_several_files_one_callback_per_settled_change(start: Start, tmp_path: P
 
 def test_stop_is_idempotent_and_final(start: Start, config: Path) -> None:
     watcher, calls = start(config)
-    atomic_save(config, "v: 1\n")  # pending: stop() comes before the debounce ends
+    atomic_save(config, "v: 1\n", suffix=".swp")  # pending: stop() comes before the debounce ends
     watcher.stop()
     watcher.stop()
-    atomic_save(config, "v: 2\n")
+    atomic_save(config, "v: 2\n", suffix=".swp")
     calls.stays(0)
     with pytest.raises(RuntimeError, match="construct a new one"):
         watcher.start()
@@ -409,7 +395,7 @@ def test_stop_waits_for_a_running_callback(start: Start, config: Path) -> None:
         release.wait(DEADLINE_S)
 
     calls.hook = block
-    atomic_save(config, "v: 1\n")
+    atomic_save(config, "v: 1\n", suffix=".swp")
     assert entered.wait(DEADLINE_S)
     stopper = threading.Thread(target=watcher.stop)
     stopper.start()
@@ -425,9 +411,9 @@ def test_stop_waits_for_a_running_callback(start: Start, config: Path) -> None:
 def test_stop_from_inside_the_callback(start: Start, config: Path) -> None:
     watcher, calls = start(config)
     calls.hook = watcher.stop
-    atomic_save(config, "v: 1\n")
+    atomic_save(config, "v: 1\n", suffix=".swp")
     calls.wait_for(1)
-    atomic_save(config, "v: 2\n")
+    atomic_save(config, "v: 2\n", suffix=".swp")
     calls.stays(1)
 
 
@@ -445,9 +431,9 @@ def test_callback_error_is_logged_and_watching_goes_on(
 
     calls.hook = fail_once
     with caplog.at_level(logging.ERROR, logger="shmconf.watch"):
-        atomic_save(config, "v: 1\n")
+        atomic_save(config, "v: 1\n", suffix=".swp")
         wait_until(lambda: any("on_change" in r.getMessage() for r in caplog.records))
-        atomic_save(config, "v: 2\n")
+        atomic_save(config, "v: 2\n", suffix=".swp")
         calls.wait_for_content("v: 2\n")
 
 
@@ -467,7 +453,7 @@ def test_falls_back_to_polling_when_no_watch_can_be_added(
             Watcher([config], calls, debounce_ms=DEBOUNCE_MS) as watcher:
         assert watcher.mode == "poll"
         assert "max_user_watches" in caplog.text
-        atomic_save(config, "v: 1\n")
+        atomic_save(config, "v: 1\n", suffix=".swp")
         calls.wait_for_content("v: 1\n")
 
 
@@ -696,5 +682,5 @@ def test_directory_removed_and_recreated(start: Start, config: Path) -> None:
     config.write_text("v: 1\n")
     calls.wait_for_content("v: 1\n")
     # The new directory is watched, not the deleted one.
-    atomic_save(config, "v: 2\n")
+    atomic_save(config, "v: 2\n", suffix=".swp")
     calls.wait_for_content("v: 2\n")

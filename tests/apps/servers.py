@@ -28,7 +28,7 @@ import pytest
 from shmconf import _paths, status
 from shmconf.protocol.block import list_shm_names
 from tests.apps.models import check_of
-from tests.helpers import REPO, wait_until
+from tests.helpers import REPO, atomic_save, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -45,13 +45,6 @@ def gunicorn_extra_args() -> list[str]:
     if any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS):
         return ["--no-control-socket"]
     return []
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write like an editor or a deploy tool: a temporary file renamed over the original."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -197,7 +190,7 @@ def rewrite_while_loaded(path: Path, render: Callable[[int], str], first: int,
     next_at = time.monotonic()
     seq = first
     for seq in range(first, first + count):
-        atomic_write(path, render(seq))
+        atomic_save(path, render(seq), prefix="")
         next_at += period
         time.sleep(max(0.0, next_at - time.monotonic()))
     return seq

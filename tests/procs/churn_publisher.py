@@ -12,7 +12,7 @@ import sys
 import orjson
 
 import shmconf
-from tests.test_torn_reads import config
+from tests.checked import config
 
 name, start = sys.argv[1], int(sys.argv[2])
 publisher = shmconf.Publisher(name)

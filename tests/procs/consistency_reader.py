@@ -9,17 +9,13 @@ backwards fails the order check. Stops when it reads ``final`` (or after
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 
 import orjson
 
 import shmconf
-
-
-def expected_check(seq: int, blob: str) -> str:
-    return hashlib.sha256(f"{seq}:{blob}".encode()).hexdigest()
+from tests.checked import expected_check
 
 
 def main() -> None:
