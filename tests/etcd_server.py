@@ -68,6 +68,7 @@ class EtcdServer:
             except EtcdError as exc:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     log = self.log.read_text()[-2000:]
+                    self.stop()  # never leave a half-started server behind
                     raise RuntimeError(f"etcd did not start:\n{log}") from exc
                 time.sleep(0.05)
 
@@ -99,8 +100,13 @@ def make_certificates(into: Path) -> TLSOptions:
         subprocess.run(["openssl", *args], cwd=into, check=True, capture_output=True)
 
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    # A CA as Python 3.13's strict verification (VERIFY_X509_STRICT) wants
+    # it: basicConstraints critical, keyUsage; leaves with key identifiers.
     openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-            "-subj", "/CN=shmconf test CA")
+            "-subj", "/CN=shmconf test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-addext", "subjectKeyIdentifier=hash")
     # The server's certificate is also a client one: etcd's own gateway
     # connects to its gRPC port with it.
     certificates = {
@@ -109,8 +115,10 @@ def make_certificates(into: Path) -> TLSOptions:
         "client": ("/O=shmconf test client", "extendedKeyUsage=clientAuth\n"),
         "client-cn": ("/CN=app", "extendedKeyUsage=clientAuth\n"),
     }
+    leaf = ("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
     for who, (subject, extensions) in certificates.items():
-        (into / f"{who}.ext").write_text(extensions)
+        (into / f"{who}.ext").write_text(extensions + leaf)
         openssl("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", subject)
         openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                 "-CAcreateserial", "-out", f"{who}.crt", "-days", "2",

@@ -40,7 +40,10 @@ def test_syntax_error_has_line_and_column(tmp_path: Path) -> None:
 
 
 def test_trailing_comma_and_comments_are_syntax_errors(tmp_path: Path) -> None:
-    fails(tmp_path, '{"a": 1,\n}', r"^:2:1: ")
+    # The same words and position on every Python (3.13's json words it itself).
+    fails(tmp_path, '{"a": 1,\n}', r"^:1:8: trailing comma before the closing bracket "
+                                  r"\(JSON allows none\)$")
+    fails(tmp_path, '{"a": [1, 2, ]}', r"^:1:12: trailing comma")
     fails(tmp_path, '{"a": 1 // no comments in JSON\n}', r"^:1:9: ")
 
 
@@ -111,12 +114,16 @@ def test_nesting_deeper_than_64_is_refused_with_its_path(tmp_path: Path) -> None
 
 def test_pathological_nesting_is_refused_at_its_line(tmp_path: Path) -> None:
     fails(tmp_path, '{"a":\n' + "[" * 100_000 + "]" * 100_000 + "}",
-          r"^:2:64: nested deeper than 64 levels$")
+          r"^:2:64: a\.0\.0.*\(49 more\)\.0: nested deeper than 64 levels$")
 
 
 def test_brackets_in_strings_do_not_count_as_nesting(tmp_path: Path) -> None:
+    # Past the depth where Python 3.11's json gives up (RecursionError) and
+    # below where 3.13's does: the same message, path and position on both.
     text = '{"a": "' + "[" * 100 + '", "b": ' + "[" * 2000 + "]" * 2000 + "}"
-    fails(tmp_path, text, r"^:1:\d+: nested deeper than 64 levels$")
+    fails(tmp_path, text, r"^:1:179: b\.0\.0.*\(49 more\)\.0: nested deeper than 64 levels$")
+    text = '{"a": "' + "[" * 100 + '", "b": {"c": [' + "[" * 2000 + "]" * 2000 + ", {}]}}"
+    fails(tmp_path, text, r"^:1:\d+: b\.c\.0\.0.*: nested deeper than 64 levels$")
 
 
 def test_messages_never_carry_values(tmp_path: Path) -> None:

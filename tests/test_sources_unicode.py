@@ -81,7 +81,8 @@ def test_publish_of_a_mapping_names_the_path_of_a_bad_string(name: str) -> None:
 def test_publish_of_a_mapping_names_the_value_orjson_refused(name: str) -> None:
     with shmconf.Publisher(name) as publisher:
         with pytest.raises(shmconf.ConfigValidationError,
-                           match=r"b\.1: not JSON-serializable: Type is not JSON serializable: set"):
+                           match=r"b\.1: not JSON-serializable: Type is not JSON "
+                                 r"serializable: set"):
             publisher.publish({"a": 1, "b": [1, {2}]})
         publisher.unlink()
 

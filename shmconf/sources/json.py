@@ -21,8 +21,8 @@ from shmconf.sources.base import INT_MAX, MAX_DEPTH, FileSource, KeyPath, dotted
 
 #: JSON's insignificant whitespace.
 _WS: Final = re.compile(r"[ \t\n\r]*")
-#: Strings (skipped whole, so brackets in them do not count) and brackets.
-_BRACKETS: Final = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+#: Strings (read whole, so brackets in them do not count), brackets and commas.
+_TOKENS: Final = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.DOTALL)
 #: Decodes the one value at an offset (of a document known to parse): finds positions.
 _decode_at: Final = json.JSONDecoder().raw_decode
 #: Integer literals longer than this are past 64 bits (and may be past Python's
@@ -55,12 +55,25 @@ class JsonSource(FileSource):
                 # that the shared check refuses with its key path.
                 data = json.loads(text, object_pairs_hook=pairs, parse_int=_bounded_int)
         except json.JSONDecodeError as exc:
+            comma = _trailing_comma(text, exc.pos)
+            if comma is not None:
+                # Python 3.13 words this itself, at the comma; older ones say
+                # "Expecting property name" at the bracket: one message on all.
+                line, column = _line_column(text, comma)
+                raise SourceError(self.name, "trailing comma before the closing bracket "
+                                             "(JSON allows none)", line, column) from None
             raise SourceError(self.name, exc.msg, exc.lineno, exc.colno) from None
         except RecursionError:
-            at = _too_deep_at(text)
-            line, column = _line_column(text, at) if at is not None else (None, None)
-            raise SourceError(self.name, f"nested deeper than {MAX_DEPTH} levels", line,
-                              column) from None
+            # Where the parser gives up on depth depends on the interpreter
+            # (Python 3.13 parses 2,000 levels): say what the shared check
+            # says when it finds the same nesting.
+            found = _too_deep_at(text)
+            if found is None:
+                raise SourceError(self.name, f"nested deeper than {MAX_DEPTH} levels") from None
+            at, path = found
+            line, column = _line_column(text, at)
+            raise SourceError(self.name, f"{dotted(path)}: nested deeper than {MAX_DEPTH} "
+                                         "levels", line, column) from None
         if duplicates:
             raise self._duplicate_error(text)
         return data
@@ -156,15 +169,41 @@ def _find_duplicate(text: str, pos: int, path: KeyPath) -> tuple[KeyPath, str, i
     return None
 
 
-def _too_deep_at(text: str) -> int | None:
-    """Offset of the first bracket that opens level ``MAX_DEPTH + 1``."""
-    depth = 0
-    for match in _BRACKETS.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-            if depth > MAX_DEPTH:
-                return match.start()
-        elif token in ("]", "}"):
-            depth -= 1
+def _trailing_comma(text: str, pos: int) -> int | None:
+    """The offset of a comma right before a closing bracket, around error offset ``pos``."""
+    if text.startswith(",", pos):  # Python 3.13 points at the comma
+        after = _ws(text, pos + 1)
+        return pos if text[after:after + 1] in ("}", "]") and after < len(text) else None
+    if text[pos:pos + 1] in ("}", "]"):  # older ones at the bracket after it
+        before = len(text[:pos].rstrip(" \t\n\r")) - 1
+        return before if before >= 0 and text[before] == "," else None
+    return None
+
+
+def _too_deep_at(text: str) -> tuple[int, KeyPath] | None:
+    """Offset and key path of the first bracket that opens level ``MAX_DEPTH + 1``.
+
+    A lexeme scan that needs no recursion: it works where the parser gave up.
+    """
+    # One entry per open container: [current key (object) or index (list),
+    # whether the next string in an object is a key].
+    stack: list[list[Any]] = []
+    for match in _TOKENS.finditer(text):
+        lexeme = match.group()
+        top = stack[-1] if stack else None
+        if lexeme in ("[", "{"):
+            if len(stack) + 1 > MAX_DEPTH:
+                return match.start(), tuple(entry[0] for entry in stack)
+            stack.append([0, False] if lexeme == "[" else [None, True])
+        elif lexeme in ("]", "}"):
+            if stack:
+                stack.pop()
+        elif lexeme == ",":
+            if top is not None:
+                if isinstance(top[0], int) and not top[1]:
+                    top[0] += 1
+                else:
+                    top[1] = True
+        elif lexeme.startswith('"') and top is not None and top[1]:
+            top[0], top[1] = json.loads(lexeme), False
     return None
