@@ -232,8 +232,7 @@ def new_generation(session: Session) -> dict[str, Any]:
     import orjson
 
     import shmconf
-    from shmconf import content
-    from shmconf import reader as reader_module
+    from shmconf import content, frozen
 
     quick = session.quick
     model = settings_model()
@@ -277,11 +276,8 @@ def new_generation(session: Session) -> dict[str, Any]:
             "model_json": _best(lambda p=payload: model.model_validate_json(p)),
             "model": _best(lambda d=parsed: model.model_validate(d)),
         }
-        freeze = getattr(reader_module, "_freeze", None)
-        if freeze is not None:
-            # The freeze works in place: each call gets a freshly parsed copy.
-            copies = iter([orjson.loads(payload) for _ in range(5)])
-            parts["freeze"] = _best(lambda c=copies, f=freeze: f(next(c)))
+        # Building the read-only containers (shmconf.frozen) from a parse.
+        parts["freeze"] = _best(lambda d=parsed: frozen.freeze(d))
         p_plain = percentiles(times["plain"], len(times["plain"]), [50, 90])
         p_model = percentiles(times["model"], len(times["model"]), [50, 90])
         rows.append({

@@ -21,9 +21,9 @@ from typing import Any, Final, NoReturn
 import orjson
 
 from shmconf import _paths, content
-from shmconf._model import import_model
 from shmconf.errors import CommandError, ShmconfError
 from shmconf.history import History, Version
+from shmconf.model import import_model
 from shmconf.protocol import control
 from shmconf.protocol.block import list_shm_names, other_layout_names, unlink_shm
 from shmconf.protocol.layout import anchor_shm_name, validate_name
@@ -139,7 +139,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from shmconf.errors import ConfigValidationError, validation_problems
 
         try:
-            model.model_validate(loaded.data)
+            from shmconf.model import apply_environment, snapshot_model
+
+            with apply_environment():
+                snapshot_model(model).model_validate(loaded.data)
         except ValueError as exc:
             raise ConfigValidationError(
                 "(validate)", validation_problems(exc, loaded.origin_of)

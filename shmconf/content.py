@@ -91,7 +91,7 @@ def secret_paths(instance: Any) -> list[str]:
         if isinstance(node, (SecretStr, SecretBytes)):
             found.append(".".join(path))
         elif isinstance(node, BaseModel):
-            for name in _secret_fields(type(node)):
+            for name in secret_field_names(type(node)):
                 walk(getattr(node, name, None), (*path, name))
         elif isinstance(node, Mapping):
             for key, value in node.items():
@@ -105,7 +105,7 @@ def secret_paths(instance: Any) -> list[str]:
 
 
 @functools.cache
-def _secret_fields(model: type[Any]) -> tuple[str, ...]:
+def secret_field_names(model: type[Any]) -> tuple[str, ...]:
     """The fields of a model class whose annotation can hold a secret value."""
     return tuple(
         name for name, info in model.model_fields.items()

@@ -44,6 +44,7 @@ from shmconf.errors import (
     validation_problems,
 )
 from shmconf.history import History, Pin, Version
+from shmconf.model import apply_environment, is_settings, published_data, snapshot_model
 from shmconf.protocol import layout as L
 from shmconf.protocol.anchor import open_anchor
 from shmconf.protocol.layout import validate_name
@@ -152,8 +153,13 @@ class Publisher:
         start_without_source: bool = False,
     ) -> None:
         self.name = validate_name(name)
-        if model is not None and not hasattr(model, "model_validate"):
-            raise TypeError(f"model must be a pydantic model class, got {model!r}")
+        #: The class snapshots are validated with (see shmconf.model).
+        self._snapshot_model = snapshot_model(model) if model is not None else None
+        if model is not None and env_prefix and is_settings(model):
+            raise ValueError(
+                f"env_prefix (--env-prefix) is for models that are not BaseSettings; "
+                f"{model.__name__} reads its own environment with its model_config "
+                "(env_prefix, env_nested_delimiter): leave env_prefix out")
         if debounce < 0:
             raise ValueError(f"'debounce' must be >= 0 seconds, got {debounce}")
         self.model = model
@@ -254,17 +260,27 @@ class Publisher:
         self,
         data: Mapping[str, Any],
         origin_of: Callable[[Sequence[Any]], str | None] | None = None,
+        *,
+        environment: bool = True,
     ) -> Any:
         """Validate ``data`` with the model; returns the model instance (or None).
+
+        The instance is of the model's snapshot class (``shmconf.model``):
+        frozen, equal to what every worker validates from the published data.
+        A ``BaseSettings`` model applies its own environment, ``.env`` and
+        secrets directory over ``data`` here, once (not for a version taken
+        back from the history: ``environment=False``).
 
         Raises :class:`ConfigValidationError` with one line per problem: the
         field path, the message and, when known, the source that set it.
         """
-        if self.model is None:
+        model = self._snapshot_model
+        if model is None:
             return None
         try:
-            with _gc.paused():
-                return self.model.model_validate(data)
+            with _gc.paused(), (apply_environment() if environment
+                                else contextlib.nullcontext()):
+                return model.model_validate(data)
         except ValueError as exc:
             raise ConfigValidationError(self.name, validation_problems(exc, origin_of)) from None
 
@@ -323,7 +339,7 @@ class Publisher:
                     f"config {self.name!r}: generation {to} is not in the history (kept: {kept})"
                 )
             target = found
-        instance = self.validate(target.data)
+        instance = self.validate(target.data, environment=False)
         generation = self._publish(
             target.data, instance, origin="rollback", source_names=target.sources, force=True
         )
@@ -347,6 +363,10 @@ class Publisher:
         revisions: Mapping[str, int] | None = None,
     ) -> int:
         started = time.perf_counter()
+        if instance is not None:
+            # The validated data, defaults and environment included: what
+            # every worker validates back into an equal instance.
+            data = published_data(instance)
         try:
             payload = content.canonical(data)
         except TypeError as exc:
@@ -440,7 +460,8 @@ class Publisher:
                     "start without it", exc.line, exc.column,
                 ) from None
             last = versions[-1]
-            self._publish(last.data, self.validate(last.data), origin="history",
+            self._publish(last.data, self.validate(last.data, environment=False),
+                          origin="history",
                           source_names=last.sources)
             log.warning("config %r: %s; serving the last good version from history "
                         "until the source is back", self.name, exc)

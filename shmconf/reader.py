@@ -39,6 +39,7 @@ from shmconf.errors import (
     SegmentError,
     validation_problems,
 )
+from shmconf.frozen import freeze
 from shmconf.protocol import layout as L
 from shmconf.protocol import table
 from shmconf.protocol.anchor import open_anchor
@@ -51,7 +52,7 @@ log = logging.getLogger("shmconf.reader")
 T = TypeVar("T")
 M = TypeVar("M")
 
-#: A frozen mapping; what ``get()`` returns when there is no model.
+#: What ``get()`` returns when there is no model: a read-only dict (``FrozenDict``).
 ConfigMapping = Mapping[str, Any]
 #: ``callback(old, new)`` with the values at the watched path.
 ChangeCallback = Callable[[Any, Any], object]
@@ -308,7 +309,7 @@ class Reader(Generic[T]):
             except orjson.JSONDecodeError:
                 raise _Unreadable from None
             if self._model is None:
-                return _freeze(data)  # type: ignore[no-any-return]
+                return freeze(data)  # type: ignore[no-any-return]
             # orjson, then the model: pydantic's own JSON parser is barely
             # faster here and keeps a string cache in every worker (about
             # 240 KB more private memory per worker for a 4 KB config).
@@ -388,7 +389,14 @@ class Reader(Generic[T]):
                 self._record(self._gen)
 
     def close(self) -> None:
-        """End this process's access. The segment stays for every other reader."""
+        """End this process's access. The segment stays for every other reader.
+
+        A closed reader stops being the process's current reader.
+        """
+        from shmconf import _current
+
+        if _current.process_reader() is self:
+            _current.set_reader(None)
         self._release_entry()
         self._words = _CLOSED_WORDS
         self._gen = -1
@@ -435,23 +443,6 @@ def _backoff(attempt: int) -> None:
         time.sleep(min(_MAX_BACKOFF_S, 1e-5 * attempt))
 
 
-def _freeze(value: Any) -> Any:
-    """Deep read-only view of parsed JSON: mappings become proxies, lists tuples.
-
-    Freezes in place (the parsed dicts are this reader's own, reachable only
-    through their proxies afterwards) and calls itself only for containers:
-    half the cost of building copies.
-    """
-    if type(value) is dict:
-        for key, item in value.items():
-            if type(item) is dict or type(item) is list:
-                value[key] = _freeze(item)  # same key: allowed while iterating
-        return MappingProxyType(value)
-    if type(value) is list:
-        return tuple([_freeze(v) if type(v) is dict or type(v) is list else v for v in value])
-    return value
-
-
 def value_at(obj: Any, parts: tuple[str, ...]) -> Any:
     """The value at a dotted path in a mapping or a model; a sentinel when absent."""
     for part in parts:
@@ -462,12 +453,14 @@ def value_at(obj: Any, parts: tuple[str, ...]) -> Any:
 
 
 def _model_validator(model: type[Any] | None) -> Callable[[Any], Any] | None:
+    """How a worker validates a snapshot: the model's snapshot class (``shmconf.model``)."""
     if model is None:
         return None
-    validate = getattr(model, "model_validate", None)
-    if validate is None:
+    if not hasattr(model, "model_validate"):
         raise TypeError(f"model must be a pydantic model class, got {model!r}")
-    return validate  # type: ignore[no-any-return]
+    from shmconf.model import snapshot_model
+
+    return snapshot_model(model).model_validate  # type: ignore[no-any-return]
 
 
 def _trusted(trusted_owner: int | str | None) -> frozenset[int] | None:
@@ -488,6 +481,7 @@ def attach(
     timeout: float = 5.0,
     trusted_owner: int | str | None = None,
     register: bool = True,
+    make_current: bool | None = None,
 ) -> Reader[ConfigMapping]: ...
 
 
@@ -499,6 +493,7 @@ def attach(
     timeout: float = 5.0,
     trusted_owner: int | str | None = None,
     register: bool = True,
+    make_current: bool | None = None,
 ) -> Reader[M]: ...
 
 
@@ -509,6 +504,7 @@ def attach(
     timeout: float = 5.0,
     trusted_owner: int | str | None = None,
     register: bool = True,
+    make_current: bool | None = None,
 ) -> Reader[Any]:
     """Attach to the config published as ``name``; wait up to ``timeout`` seconds.
 
@@ -525,6 +521,10 @@ def attach(
             publishes with ``--group``.
         register: list this process in the reader table (``shmconf status``).
             Tools that only look (the CLI) pass False.
+        make_current: make this reader the process's current reader, the one
+            ``shmconf.current()`` reads. By default the first reader attached
+            in a process becomes it (while none is set); ``True`` replaces
+            the one set, ``False`` leaves it alone.
 
     Raises:
         AttachTimeout: nothing was published in time.
@@ -552,6 +552,7 @@ def attach(
                             raise
                     else:
                         if reader.generation > 0:
+                            _become_current(reader, make_current)
                             return reader
                     reason = "the published generation is unreadable"
             if time.monotonic() >= deadline:
@@ -562,6 +563,13 @@ def attach(
         if reader is not None:
             reader.close()
         raise
+
+
+def _become_current(reader: Reader[Any], make_current: bool | None) -> None:
+    from shmconf import _current
+
+    if make_current or (make_current is None and _current.process_reader() is None):
+        _current.set_reader(reader)
 
 
 def _open_reader(

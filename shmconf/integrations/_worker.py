@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from shmconf import _current
-from shmconf._model import import_model
 from shmconf.errors import NotAttachedError
+from shmconf.model import import_model
 from shmconf.reader import Reader, attach
 
 log = logging.getLogger("shmconf.integrations")

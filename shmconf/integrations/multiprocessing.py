@@ -29,8 +29,8 @@ from __future__ import annotations
 import multiprocessing.util
 from typing import Any, Final
 
-from shmconf._model import import_model
 from shmconf.integrations._worker import attach_worker, detach_worker
+from shmconf.model import import_model
 
 #: Runs the worker's clean-up before multiprocessing's own (higher runs first).
 _EXIT_PRIORITY: Final = 10

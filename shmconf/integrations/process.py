@@ -53,9 +53,9 @@ from typing import Any, Final
 import orjson
 
 from shmconf import _paths
-from shmconf._model import import_model
 from shmconf.errors import PublisherRunningError, PublisherStartError, ShmconfError
 from shmconf.integrations._worker import model_spec
+from shmconf.model import import_model
 from shmconf.protocol.block import list_shm_names
 from shmconf.protocol.layout import validate_name
 

@@ -1,0 +1,238 @@
+"""How shmconf uses an application's pydantic model: validate, publish, read back.
+
+The publisher validates the merged sources with the model and publishes the
+**validated data** (defaults included), in a form that validates back into
+an equal instance in every worker. Three things make that hold:
+
+* **One class on both sides.** :func:`snapshot_model` derives, once per model
+  class, a subclass with the same name that is frozen (a snapshot refuses
+  attribute assignment, nested models included) and accepts field names as
+  well as aliases. Both the publisher and the readers validate with it, so
+  their instances compare equal, and ``isinstance(cfg, Settings)`` holds.
+* **Published by field name, secrets included.** :func:`published_data`
+  dumps by field name (serialization aliases are keys validation ignores)
+  with ``SecretStr``/``SecretBytes`` revealed (JSON mode would publish
+  ``**********``); secret paths are therefore field-name paths too.
+* **The environment is read once, by the publisher.** For a
+  pydantic-settings ``BaseSettings``, the derived class reads the model's
+  own sources (environment, ``.env``, secrets directory, in the model's own
+  order, with its prefix, delimiter and case rules) only inside
+  :func:`apply_environment`, where the publisher validates; there the files'
+  data ranks below every other source, as a base. Everywhere else it reads
+  only the data it is given: ``Settings.model_validate(data)`` alone would
+  read each worker's environment.
+
+A model import string (``pkg.module:Class``) is resolved by :func:`import_model`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import os
+import sys
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any, Final
+
+#: True while the publisher validates: a BaseSettings reads its own sources then.
+_APPLYING_ENVIRONMENT: ContextVar[bool] = ContextVar("shmconf_apply_environment", default=False)
+#: Marks the classes made here, so that deriving is idempotent.
+_DERIVED: Final = "__shmconf_snapshot_model__"
+
+
+def import_model(spec: str) -> type[Any]:
+    """Import ``pkg.mod:Class``; the current directory is importable, as in gunicorn."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"a model import string looks like 'pkg.module:Class', got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError as exc:
+        raise ImportError(f"cannot import model {spec!r}: {exc}") from exc
+    if not hasattr(obj, "model_validate"):
+        raise TypeError(f"model {spec!r} is not a pydantic model class")
+    return obj  # type: ignore[no-any-return]
+
+
+def is_settings(model: type[Any]) -> bool:
+    """Whether ``model`` is a pydantic-settings ``BaseSettings`` (without importing it)."""
+    return any(c.__name__ == "BaseSettings" and c.__module__.startswith("pydantic_settings")
+               for c in model.__mro__)
+
+
+@contextlib.contextmanager
+def apply_environment() -> Iterator[None]:
+    """Inside, a BaseSettings snapshot model reads its own sources (the publisher only)."""
+    token = _APPLYING_ENVIRONMENT.set(True)
+    try:
+        yield
+    finally:
+        _APPLYING_ENVIRONMENT.reset(token)
+
+
+#: Derived once per model class (the derivation builds pydantic validators).
+_SNAPSHOT_MODELS: dict[type[Any], type[Any]] = {}
+
+
+def snapshot_model(model: type[Any]) -> type[Any]:
+    """The class shmconf validates ``model``'s snapshots with (see the module docstring).
+
+    A subclass of ``model`` with its name: frozen, validated by field name or
+    alias, its nested model classes replaced by their own snapshot models,
+    and, for a ``BaseSettings``, reading its sources only in
+    :func:`apply_environment`.
+    """
+    found = _SNAPSHOT_MODELS.get(model)
+    if found is None:
+        found = _SNAPSHOT_MODELS[model] = _derive(model)
+    return found
+
+
+def _derive(model: type[Any]) -> type[Any]:
+    from pydantic import BaseModel, ConfigDict, create_model
+
+    if model.__dict__.get(_DERIVED, False):
+        return model
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"model must be a pydantic model class, got {model!r}")
+    config = ConfigDict(**{**model.model_config, "frozen": True, "validate_by_name": True,
+                           "validate_by_alias": True, "from_attributes": True})
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation = _snapshot_annotation(info.annotation)
+        if annotation is not info.annotation:
+            # A default model instance is of the application's class: validated
+            # (from its attributes), it becomes a frozen snapshot one too.
+            info = copy.copy(info)  # noqa: PLW2901 - the field's copy replaces it
+            info.validate_default = True
+            fields[name] = (annotation, info)
+    namespace: dict[str, Any] = {_DERIVED: True, "model_config": config,
+                                 "__module__": model.__module__,
+                                 "__qualname__": model.__qualname__,
+                                 "__eq__": _snapshot_eq, "__hash__": _snapshot_hash}
+    if is_settings(model):
+        namespace["settings_customise_sources"] = classmethod(_settings_sources)
+    base = types.new_class(model.__name__, (model,), {},
+                           lambda ns: ns.update(namespace))
+    if not fields:
+        return base
+    derived: type[Any] = create_model(model.__name__, __base__=base, __module__=model.__module__,
+                           **fields)
+    derived.__qualname__ = model.__qualname__
+    setattr(derived, _DERIVED, True)
+    return derived
+
+
+def _snapshot_eq(self: Any, other: object) -> Any:  # bool, or NotImplemented
+    """Equal to an instance of the application's own model with the same values.
+
+    pydantic's ``==`` wants the very same class; a snapshot is of a subclass
+    (see :func:`snapshot_model`). As a subclass, its ``__eq__`` runs first on
+    either side of ``==``.
+    """
+    from pydantic import BaseModel
+
+    if not isinstance(other, BaseModel):
+        return NotImplemented
+    if snapshot_model(type(other)) is not snapshot_model(type(self)):
+        return False
+    same: bool = (self.__dict__ == other.__dict__
+                  and self.__pydantic_private__ == other.__pydantic_private__
+                  and self.__pydantic_extra__ == other.__pydantic_extra__)
+    return same
+
+
+def _snapshot_hash(self: Any) -> int:
+    """Frozen, so hashable when its values are (as pydantic's frozen models)."""
+    return hash(tuple(self.__dict__.values()))
+
+
+def _snapshot_annotation(annotation: Any) -> Any:
+    """``annotation`` with every model class in it replaced by its snapshot model."""
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return snapshot_model(annotation)
+    args = typing.get_args(annotation)
+    new_args = tuple(_snapshot_annotation(a) for a in args)
+    if all(n is a for n, a in zip(new_args, args, strict=True)):
+        return annotation  # no model inside (or no arguments at all)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        rebuilt: Any = typing.Annotated.__class_getitem__(
+            (new_args[0], *annotation.__metadata__))
+    elif origin in (typing.Union, types.UnionType):
+        rebuilt = typing.Union[new_args]  # noqa: UP007 - built from a tuple of args
+    elif hasattr(annotation, "copy_with"):  # typing.List[X] and friends
+        rebuilt = annotation.copy_with(new_args)
+    else:
+        rebuilt = origin[new_args]
+    return rebuilt
+
+
+def _settings_sources(  # noqa: PLR0917 - the signature pydantic-settings calls
+        cls: type[Any], settings_cls: type[Any], init_settings: Any, env_settings: Any,
+        dotenv_settings: Any, file_secret_settings: Any) -> tuple[Any, ...]:
+    """A BaseSettings snapshot model's sources: its own ones in the publisher, else the data.
+
+    In the publisher, the model's own order (its ``settings_customise_sources``)
+    is kept, but the published files (the init data) go last: they are the
+    base that the environment, ``.env`` and the secrets directory override.
+    """
+    if not _APPLYING_ENVIRONMENT.get():
+        return (init_settings,)
+    # The application's own order: the first definition up the MRO not made here.
+    own = next(k.__dict__["settings_customise_sources"].__func__ for k in settings_cls.__mro__
+               if "settings_customise_sources" in k.__dict__
+               and k.__dict__["settings_customise_sources"].__func__ is not _settings_sources)
+    ordered = own(settings_cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                  file_secret_settings)
+    return (*(s for s in ordered if s is not init_settings), init_settings)
+
+
+def published_data(instance: Any) -> dict[str, Any]:
+    """The validated data of ``instance`` as plain JSON data that validates back into it.
+
+    Keyed by field name (validation accepts names: see :func:`snapshot_model`),
+    defaults included, secrets revealed: the segment is as private as the
+    files it came from, and workers need the real values.
+    """
+    from pydantic_core import to_jsonable_python
+
+    dumped = instance.model_dump(mode="python", by_alias=False, round_trip=True)
+    data: dict[str, Any] = to_jsonable_python(_reveal(type(instance), dumped))
+    return data
+
+
+def _reveal(model: type[Any], dumped: dict[str, Any]) -> dict[str, Any]:
+    """``dumped`` with the secrets of the fields that can hold one revealed."""
+    from shmconf.content import secret_field_names
+
+    names = secret_field_names(model)  # type: ignore[arg-type]  # a class is hashable
+    if not names:
+        return dumped
+    out = dict(dumped)
+    for name in names:
+        if name in out:
+            out[name] = _revealed(out[name])
+    return out
+
+
+def _revealed(value: Any) -> Any:
+    from pydantic import SecretBytes, SecretStr
+
+    if isinstance(value, (SecretStr, SecretBytes)):
+        return value.get_secret_value()
+    if isinstance(value, Mapping):
+        return {k: _revealed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_revealed(v) for v in value]
+    return value

@@ -1,0 +1,72 @@
+"""Model-less snapshots: deeply read-only, and plain data to json and orjson."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import orjson
+import pytest
+
+import shmconf
+from shmconf.frozen import FrozenDict, FrozenList, freeze
+
+DATA = {"a": 1, "nested": {"list": [1, {"deep": "x"}], "empty": {}}, "s": "t"}
+
+
+def test_freeze_keeps_equality_and_serializes_as_is() -> None:
+    snapshot = freeze(DATA)
+    assert snapshot == DATA
+    assert isinstance(snapshot, dict)
+    assert isinstance(snapshot["nested"]["list"], list)
+    assert json.loads(json.dumps(snapshot)) == DATA
+    assert orjson.loads(orjson.dumps(snapshot)) == DATA
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: s.__setitem__("a", 2), lambda s: s.__delitem__("a"), lambda s: s.clear(),
+    lambda s: s.pop("a"), lambda s: s.popitem(), lambda s: s.setdefault("z", 1),
+    lambda s: s.update(z=1), lambda s: s["nested"].__setitem__("x", 1),
+    lambda s: s["nested"]["list"].append(2), lambda s: s["nested"]["list"].__setitem__(0, 9),
+    lambda s: s["nested"]["list"][1].__setitem__("deep", "y"),
+    lambda s: s["nested"]["list"].extend([1]), lambda s: s["nested"]["list"].sort(),
+    lambda s: s["nested"]["list"].reverse(), lambda s: s["nested"]["list"].remove(1),
+    lambda s: s["nested"]["list"].insert(0, 1), lambda s: s["nested"]["list"].pop(),
+])
+def test_every_change_is_refused_at_every_depth(change: object) -> None:
+    snapshot = freeze(DATA)
+    with pytest.raises(TypeError, match="read-only"):
+        change(snapshot)  # type: ignore[operator]
+    assert snapshot == DATA
+
+
+def test_in_place_operators_are_refused() -> None:
+    snapshot = freeze(DATA)
+    with pytest.raises(TypeError, match="read-only"):
+        snapshot |= {"z": 1}
+    items = snapshot["nested"]["list"]
+    with pytest.raises(TypeError, match="read-only"):
+        items += [3]
+
+
+def test_a_copy_is_plain_mutable_data() -> None:
+    snapshot = freeze(DATA)
+    deep = copy.deepcopy(snapshot)
+    assert type(deep) is dict
+    assert type(deep["nested"]["list"]) is list
+    deep["nested"]["list"].append(3)
+    assert snapshot == DATA
+    assert type(copy.copy(snapshot)) is dict
+
+
+def test_get_returns_frozen_containers(name: str) -> None:
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish(DATA)
+        with shmconf.attach(name) as reader:
+            cfg = reader.get()
+            assert isinstance(cfg, FrozenDict)
+            assert isinstance(cfg["nested"]["list"], FrozenList)
+            with pytest.raises(TypeError):
+                cfg["a"] = 2  # type: ignore[index]
+            assert json.loads(json.dumps(cfg)) == DATA
+        publisher.unlink()
