@@ -134,7 +134,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from shmconf.sources import load_sources
 
     model = load_model(args.model)
-    loaded = load_sources(args.config, env_prefix=args.env_prefix)
+    loaded = load_sources(args.config, env_prefix=args.env_prefix, model=model)
+    for variable in loaded.unmatched:
+        print(f"shmconf validate: warning: {variable} sets no field of "
+              f"{getattr(model, '__name__', 'the model')}", file=sys.stderr)
     if model is not None:
         from shmconf.errors import ConfigValidationError, validation_problems
 

@@ -173,6 +173,7 @@ class Publisher:
         mode = 0o600 if gid is None else 0o660
         self.stats = PublisherStats()
         self._service: Service | None = None
+        self._reported_unmatched: tuple[str, ...] = ()
         self._on_publish: list[Callable[[int, Mapping[str, Any]], object]] = []
         self._runtime_dir = runtime_dir
         self.lock_file = _paths.lock_path(name, runtime_dir)
@@ -253,8 +254,19 @@ class Publisher:
     # -- publishing --------------------------------------------------------------
 
     def load(self) -> LoadedConfig:
-        """Load and merge the sources now (nothing is validated or published)."""
-        return load_sources(self._sources, env_prefix=self.env_prefix)
+        """Load and merge the sources now (nothing is validated or published).
+
+        Environment overrides that name no field of the model are logged as
+        a warning (once for each set of them).
+        """
+        loaded = load_sources(self._sources, env_prefix=self.env_prefix, model=self.model)
+        if loaded.unmatched and loaded.unmatched != self._reported_unmatched:
+            log.warning("config %r: %s set%s no field of %s; ignored by the model",
+                        self.name, ", ".join(loaded.unmatched),
+                        "s" if len(loaded.unmatched) == 1 else "",
+                        getattr(self.model, "__name__", "the model"))
+        self._reported_unmatched = loaded.unmatched
+        return loaded
 
     def validate(
         self,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from shmconf import SourceError
 from shmconf.errors import validation_problems
@@ -215,12 +215,14 @@ def test_prefixed_variables_override_after_all_sources(tmp_path: Path, base_file
     assert loaded.sources == (base_file, later)  # files only; env origins say env:
 
 
-def test_prefix_matches_case_insensitively_and_keys_are_lower_cased(base_file: str) -> None:
+def test_prefix_and_keys_match_case_insensitively_new_keys_stay_as_written(base_file: str
+                                                                          ) -> None:
     environ = {"app_Db__Host": "h", "App_NEW": "n"}
     loaded = load_sources([base_file], env_prefix="APP_", environ=environ)
-    assert loaded.data["db"]["host"] == "h"
-    assert loaded.data["new"] == "n"
-    assert loaded.origin_of(("new",)) == "env:App_NEW"
+    assert loaded.data["db"]["host"] == "h"  # the existing keys' spelling
+    assert loaded.data["NEW"] == "n"  # nothing matched: as written
+    assert loaded.origin_of(("NEW",)) == "env:App_NEW"
+    assert loaded.unmatched == ()  # without a model, nothing is reported
 
 
 def test_json_objects_and_arrays_are_parsed_everything_else_is_a_string(base_file: str
@@ -229,14 +231,14 @@ def test_json_objects_and_arrays_are_parsed_everything_else_is_a_string(base_fil
                "APP_PORT": "5432", "APP_BROKEN": "[not json", "APP_NAN": "[NaN]",
                "APP_DUP": '{"a": 1, "a": 2}', "APP_QUOTED": '"x"', "APP_EMPTY": ""}
     data = load_sources([base_file], env_prefix="APP_", environ=environ).data
-    assert data["db"]["opts"] == {"ssl": True, "n": 5}
-    assert data["hosts"] == ["a", "b"]
-    assert data["port"] == "5432"
-    assert data["broken"] == "[not json"
-    assert data["nan"] == "[NaN]"
-    assert data["dup"] == '{"a": 1, "a": 2}'
-    assert data["quoted"] == '"x"'
-    assert data["empty"] == ""
+    assert data["db"]["OPTS"] == {"ssl": True, "n": 5}
+    assert data["HOSTS"] == ["a", "b"]
+    assert data["PORT"] == "5432"
+    assert data["BROKEN"] == "[not json"
+    assert data["NAN"] == "[NaN]"
+    assert data["DUP"] == '{"a": 1, "a": 2}'
+    assert data["QUOTED"] == '"x"'
+    assert data["EMPTY"] == ""
 
 
 def test_a_json_object_from_the_environment_merges_into_the_mapping(base_file: str) -> None:
@@ -251,7 +253,7 @@ def test_variables_apply_in_name_order(base_file: str) -> None:
     # APP_DB (a scalar) sorts before APP_DB__HOST, which then replaces it by a mapping.
     environ = {"APP_DB__HOST": "h", "APP_DB": "flat"}
     data = load_sources([base_file], env_prefix="APP_", environ=environ).data
-    assert data["db"] == {"host": "h"}
+    assert data["db"] == {"HOST": "h"}
 
 
 def test_the_prefix_alone_is_not_a_key(base_file: str) -> None:
@@ -268,11 +270,40 @@ def test_os_environ_is_read_by_default(base_file: str, monkeypatch: pytest.Monke
 @pytest.mark.parametrize(("variable", "value", "reason"), [
     ("APP_DB____HOST", "x", r"key 'DB____HOST' has an empty part between '__'"),
     ("APP_LIMITS", '{"max": 18446744073709551616}',
-     r"limits\.max: integer outside the 64-bit range"),
-    ("APP_DEEP", "[" * 70 + "]" * 70, r"deep\.0\.0.*nested deeper than 64 levels"),
+     r"LIMITS\.max: integer outside the 64-bit range"),
+    ("APP_DEEP", "[" * 70 + "]" * 70, r"DEEP\.0\.0.*nested deeper than 64 levels"),
 ])
 def test_bad_variables_name_the_variable_and_the_key(base_file: str, variable: str, value: str,
                                                      reason: str) -> None:
     with pytest.raises(SourceError, match=rf"^env:{variable}: {reason}") as info:
         load_sources([base_file], env_prefix="APP_", environ={variable: value})
     assert "18446744073709551616" not in str(info.value)
+
+
+class Upstream(BaseModel):
+    base_url: str = Field("http://default", alias="baseURL")
+
+
+class Client(BaseModel):
+    apiKey: str = "none"
+    timeout: float = 1.0
+    upstream: Upstream = Upstream()
+
+
+def test_overrides_match_model_fields_and_aliases_case_insensitively(tmp_path: Path) -> None:
+    base = write(tmp_path, "base.json", '{"timeout": 2}')
+    environ = {"MYAPP_APIKEY": "k", "MYAPP_UPSTREAM__BASEURL": "http://u",
+               "MYAPP_TIMEOUT": "3"}
+    loaded = load_sources([base], env_prefix="MYAPP_", environ=environ, model=Client)
+    assert loaded.data == {"timeout": "3", "apiKey": "k", "upstream": {"baseURL": "http://u"}}
+    assert loaded.unmatched == ()
+    assert Client.model_validate(loaded.data) == Client(apiKey="k", timeout=3,
+                                                        upstream=Upstream(baseURL="http://u"))
+
+
+def test_overrides_that_match_no_field_are_reported(tmp_path: Path) -> None:
+    base = write(tmp_path, "base.json", "{}")
+    environ = {"MYAPP_APIKEY": "k", "MYAPP_TYPO": "x", "MYAPP_UPSTREAM__NOPE": "y"}
+    loaded = load_sources([base], env_prefix="MYAPP_", environ=environ, model=Client)
+    assert loaded.unmatched == ("MYAPP_TYPO", "MYAPP_UPSTREAM__NOPE")
+    assert loaded.data["TYPO"] == "x"

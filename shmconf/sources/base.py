@@ -18,7 +18,7 @@ import datetime
 import math
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
@@ -415,14 +415,17 @@ NESTED_DELIMITER: Final = "__"
 
 
 def nest(target: dict[str, Any], key: str, value: Any, where: str,
-         line: int | None = None) -> None:
+         line: int | None = None, *, parts: Sequence[str] | None = None) -> None:
     """Set ``value`` at the path that ``key`` splits into at ``__``, lower-cased.
+
+    ``parts`` gives the path instead (environment overrides match each part
+    to the keys and fields it names; see ``merge.py``).
 
     Raises:
         SourceError: naming ``where`` (and ``line``) when a part is empty or
             the key both holds a value and has keys below it.
     """
-    parts = key_path(key)
+    parts = key_path(key) if parts is None else list(parts)
     if not all(parts):
         raise SourceError(where, f"key {key!r} has an empty part between '__'", line)
     node = target

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shmconf.sources.base import FileSource, Source, check_data, nest
+from shmconf.sources.base import NESTED_DELIMITER, FileSource, Source, check_data, nest
 from shmconf.sources.registry import open_source
 
 #: One level of the origin tree: key -> (source name, the levels below).
@@ -70,6 +71,8 @@ class LoadedConfig:
     sources: tuple[str, ...] = ()
     #: Source name -> its revision, for sources that have one (etcd).
     revisions: dict[str, int] = field(default_factory=dict)
+    #: Environment overrides whose key path names no field of the model.
+    unmatched: tuple[str, ...] = ()
 
     def origin_of(self, path: Sequence[str | int]) -> str | None:
         """The source that set the value at ``path``, or at its nearest recorded parent.
@@ -117,18 +120,76 @@ def _flatten(tree: _OriginTree, out: dict[tuple[str, ...], str],
 
 
 class _EnvSource(Source):
-    """One ``{PREFIX}A__B=value`` variable, as a source named ``env:{VARIABLE}``."""
+    """One ``{PREFIX}A__B=value`` variable, as a source named ``env:{VARIABLE}``.
+
+    Its key path is matched, part by part and case-insensitively, to the
+    keys already set and to the model's fields (:meth:`match`), as
+    pydantic-settings matches variables to fields; ``load()`` then nests the
+    value under the matched keys.
+    """
 
     def __init__(self, variable: str, key: str, raw: str) -> None:
         # A name that is not UTF-8 holds lone surrogates: shown escaped.
         self.name = "env:" + variable.encode("utf-8", "backslashreplace").decode("utf-8")
+        self.variable = variable
         self._key = key
         self._raw = raw
+        self._parts: list[str] = key.split(NESTED_DELIMITER)
+        #: False when a model is known and a part named none of its fields.
+        self.matched = True
+
+    def match(self, merged: Mapping[str, Any], model: type[Any] | None) -> None:
+        """Spell each part as an existing key, else as a model field, else as written."""
+        node: Any = merged
+        parts = []
+        for part in self._parts:
+            folded = part.casefold()
+            key = None
+            if isinstance(node, Mapping):
+                key = next((k for k in node if isinstance(k, str) and k.casefold() == folded),
+                           None)
+            field = _model_field(model, folded) if model is not None else None
+            if key is None and field is not None:
+                key = field[0]
+            if model is not None and field is None:
+                self.matched = False
+            parts.append(part if key is None else key)
+            node = node.get(key) if key is not None and isinstance(node, Mapping) else None
+            model = field[1] if field is not None else None
+        self._parts = parts
 
     def load(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
-        nest(data, self._key, _env_value(self._raw), self.name)
+        nest(data, self._key, _env_value(self._raw), self.name, parts=self._parts)
         return data  # load_sources() checks it, as for every non-file source
+
+
+def _model_field(model: type[Any], folded: str) -> tuple[str, type[Any] | None] | None:
+    """``(key, nested model)`` of the field of ``model`` named (or aliased) ``folded``.
+
+    The key is the field's alias when it has one (what files write), else its
+    name. The nested model is the model class the field holds, if one.
+    """
+    fields = getattr(model, "model_fields", None)
+    if not isinstance(fields, Mapping):
+        return None
+    for name, info in fields.items():
+        names = [name, info.alias, info.validation_alias]
+        choices = getattr(info.validation_alias, "choices", None)
+        if choices:
+            names += list(choices)
+        if any(isinstance(n, str) and n.casefold() == folded for n in names):
+            return (info.alias if isinstance(info.alias, str) else name,
+                    _nested_model(info.annotation))
+    return None
+
+
+def _nested_model(annotation: Any) -> type[Any] | None:
+    """The one model class an annotation holds (``Model``, ``Model | None``), if any."""
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return annotation
+    found = [m for m in map(_nested_model, typing.get_args(annotation)) if m is not None]
+    return found[0] if len(found) == 1 else None
 
 
 def _env_value(raw: str) -> Any:
@@ -155,7 +216,8 @@ def env_sources(prefix: str, environ: Mapping[str, str]) -> list[Source]:
     """A source for each variable whose name starts with ``prefix``, sorted by name.
 
     The prefix matches case-insensitively, as in pydantic-settings; the rest
-    of the name is the key path (``__`` nests, lower-cased).
+    of the name is the key path (``__`` nests), matched case-insensitively
+    when the sources are loaded.
     """
     found: list[Source] = []
     folded = prefix.casefold()
@@ -170,6 +232,7 @@ def load_sources(
     *,
     env_prefix: str | None = None,
     environ: Mapping[str, str] | None = None,
+    model: type[Any] | None = None,
 ) -> LoadedConfig:
     """Load every source in order, merge them, then apply environment overrides.
 
@@ -180,6 +243,11 @@ def load_sources(
             (case-insensitively) overrides the key it names:
             ``{PREFIX}DATABASE__HOST=db`` sets ``database.host``. Off by default.
         environ: the variables to read instead of ``os.environ``.
+        model: the pydantic model the data will be validated with: an
+            override's key path is matched to its fields and aliases,
+            case-insensitively (``MYAPP_APIKEY`` sets ``apiKey``), where no
+            key of the sources already matches. Variables that name no field
+            are listed in ``LoadedConfig.unmatched``.
 
     Returns:
         The merged data, which source set each key, and the source names.
@@ -194,7 +262,12 @@ def load_sources(
     merged: dict[str, Any] = {}
     tree: _OriginTree = {}
     revisions: dict[str, int] = {}
+    unmatched: list[str] = []
     for source in layers:
+        if isinstance(source, _EnvSource):
+            source.match(merged, model)
+            if not source.matched:
+                unmatched.append(source.variable)
         data = source.load()
         if not isinstance(source, FileSource):
             # File sources check their own data (with line numbers); any other
@@ -204,4 +277,5 @@ def load_sources(
             revisions[source.name] = source.revision
         _record(tree, data, source)
         _merge_into(merged, data)
-    return LoadedConfig(merged, _flatten(tree, {}), tuple(s.name for s in opened), revisions)
+    return LoadedConfig(merged, _flatten(tree, {}), tuple(s.name for s in opened), revisions,
+                        tuple(unmatched))
