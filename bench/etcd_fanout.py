@@ -60,7 +60,7 @@ def run(hosts: int, rounds: int, server: Any, runtime: Path) -> dict[str, float]
     names = [f"bench-etcd-{os.getpid()}-{hosts}-{i}" for i in range(hosts)]
     publishers = [
         subprocess.Popen([sys.executable, "-m", "shmconf", "publish", name, "-c",
-                          f"etcd://{server.endpoint}{prefix}", "--debounce-ms", str(DEBOUNCE_MS)],
+                          f"etcd://{server.endpoint}{prefix}", "--debounce", f"{DEBOUNCE_MS}ms"],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for name in names
     ]

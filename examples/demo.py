@@ -61,7 +61,7 @@ def main() -> None:
         step(f"publishing {config}")
         publisher = subprocess.Popen(
             [*SHMCONF, "publish", "demo", "-c", str(config), "--model", "settings:Settings",
-             "--debounce-ms", "50"], env=env, cwd=HERE)
+             "--debounce", "50ms"], env=env, cwd=HERE)
         procs.append(publisher)
         deadline = time.monotonic() + 15
         while shmconf("status", "demo", "--json", env=env, check=False) == "":

@@ -24,17 +24,26 @@ from pathlib import Path
 from shmconf.errors import RuntimeDirError
 
 
+def runtime_path(override: str | os.PathLike[str] | None = None) -> Path:
+    """Where the runtime directory is (see the module docstring); nothing is created."""
+    if override is not None:
+        return Path(override)
+    if env := os.environ.get("SHMCONF_RUNTIME_DIR"):
+        return Path(env)
+    if xdg := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(xdg) / "shmconf"
+    return Path(tempfile.gettempdir()) / f"shmconf-{os.geteuid()}"
+
+
 def runtime_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """The runtime directory, created 0700 if needed (see the module docstring)."""
-    if override is not None:
-        path = Path(override)
-    elif env := os.environ.get("SHMCONF_RUNTIME_DIR"):
-        path = Path(env)
-    elif xdg := os.environ.get("XDG_RUNTIME_DIR"):
-        path = Path(xdg) / "shmconf"
-    else:
-        path = Path(tempfile.gettempdir()) / f"shmconf-{os.geteuid()}"
-    return private_dir(path)
+    return private_dir(runtime_path(override))
+
+
+def existing_state_dir(name: str) -> Path | None:
+    """The state directory of ``name`` if it exists; read-only commands create nothing."""
+    path = runtime_path() / name
+    return path if path.is_dir() else None
 
 
 def private_dir(path: Path) -> Path:

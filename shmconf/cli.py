@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ from typing import Any, Final, NoReturn
 
 import orjson
 
-from shmconf import _paths, content
+from shmconf import __version__, _paths, content
 from shmconf.errors import CommandError, ShmconfError
 from shmconf.history import History, Version
 from shmconf.model import import_model
@@ -88,7 +89,12 @@ def _format_table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def _history(name: str) -> History:
-    return History(_paths.state_dir(name) / "history")
+    """The kept versions of ``name``, for a command that only reads them."""
+    state = _paths.existing_state_dir(validate_name(name))
+    if state is None or not (state / "history").is_dir():
+        raise CommandError(f"no config named {name!r}: nothing is published under that name "
+                           f"and no history is kept in {_paths.runtime_path()}")
+    return History(state / "history")
 
 
 def _version(history: History, generation: int) -> Version:
@@ -113,7 +119,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         args.name,
         sources=args.config,
         model=load_model(args.model),
-        debounce=args.debounce_ms / 1000,
+        debounce=args.debounce,
         poll=args.poll,
         history=args.history,
         env_prefix=args.env_prefix,
@@ -131,6 +137,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Load, merge and validate as the publisher would, and publish nothing."""
+    from shmconf.errors import ConfigValidationError, validation_problems
+    from shmconf.model import apply_environment, published_data, snapshot_model
     from shmconf.sources import load_sources
 
     model = load_model(args.model)
@@ -138,21 +147,46 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for variable in loaded.unmatched:
         print(f"shmconf validate: warning: {variable} sets no field of "
               f"{getattr(model, '__name__', 'the model')}", file=sys.stderr)
+    data: dict[str, Any] = loaded.data
+    secrets: list[str] = []
     if model is not None:
-        from shmconf.errors import ConfigValidationError, validation_problems
-
         try:
-            from shmconf.model import apply_environment, snapshot_model
-
             with apply_environment():
-                snapshot_model(model).model_validate(loaded.data)
+                instance = snapshot_model(model).model_validate(loaded.data)
         except ValueError as exc:
-            raise ConfigValidationError(
-                "(validate)", validation_problems(exc, loaded.origin_of)
-            ) from None
-    digest = content.digest(content.canonical(loaded.data))
+            problems = validation_problems(exc, loaded.origin_of, loaded.sources)
+            raise ConfigValidationError(" + ".join(loaded.sources), problems,
+                                        model.__name__) from None
+        data = published_data(instance)
+        secrets = content.secret_paths(instance)
+    digest = content.digest(content.canonical(data))
+    if args.print or args.json:
+        redacted = content.redact(data, secrets)
+        origins = {".".join(path): source for path, source in loaded.origins.items()}
+        if args.json:
+            _emit_json({"ok": True, "sources": list(loaded.sources), "digest": digest,
+                        "model": getattr(model, "__name__", None), "config": redacted,
+                        "set_in": origins, "unmatched": list(loaded.unmatched)})
+        else:
+            _print_with_origins(redacted, origins)
+        return EXIT_OK
     print(f"ok: {len(loaded.sources)} source(s) valid, digest {digest[:12]}")
     return EXIT_OK
+
+
+def _print_with_origins(data: Any, origins: dict[str, str], path: tuple[str, ...] = (),
+                        indent: int = 0) -> None:
+    """The merged config as indented ``key: value`` lines, each with the source that set it."""
+    for key, value in data.items():
+        here = (*path, str(key))
+        where = origins.get(".".join(here))
+        note = f"  # {where}" if where else ""
+        pad = "  " * indent
+        if isinstance(value, dict) and value:
+            print(f"{pad}{key}:{note}")
+            _print_with_origins(value, origins, here, indent + 1)
+        else:
+            print(f"{pad}{key}: {orjson.dumps(value).decode()}{note}")
 
 
 # -- status / show ---------------------------------------------------------------
@@ -246,10 +280,13 @@ def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool) -> i
 
 
 def _published_view(name: str) -> tuple[int, dict[str, Any], Any]:
+    from shmconf.errors import SegmentNotFoundError
     from shmconf.reader import attach
 
+    if anchor_shm_name(name) not in list_shm_names(name):
+        raise SegmentNotFoundError(name, anchor_shm_name(name))
     try:
-        reader = attach(name, timeout=0, register=False)
+        reader = attach(name, timeout=0, register=False, make_current=False)
     except ShmconfError as exc:
         raise CommandError(f"config {name!r} cannot be read: {exc}") from None
     try:
@@ -456,12 +493,60 @@ def cmd_unlink(args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------
 
 
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION: Final = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
+
+
+def duration(text: str) -> float:
+    """Seconds from ``5``, ``2.5s``, ``100ms``, ``1m`` or ``1h`` (an argparse type)."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: write seconds (5, 0.5) or a number with a unit "
+            "(100ms, 2s, 1m, 1h)")
+    return float(match[1]) * _UNITS[match[2] or "s"]
+
+
+class _DeprecatedMilliseconds(argparse.Action):
+    """``--debounce-ms N``: the old spelling of ``--debounce Nms``, with a warning."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"shmconf: warning: {option_string} is deprecated; use --debounce {values}ms",
+              file=sys.stderr)
+        setattr(namespace, self.dest, int(values) / 1000)
+
+
+def _publish_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debounce", type=duration, default=0.1, metavar="DURATION",
+                   help="quiet time after a change before reloading (default 100ms)")
+    p.add_argument("--debounce-ms", action=_DeprecatedMilliseconds, dest="debounce",
+                   metavar="N", help=argparse.SUPPRESS)
+    p.add_argument("--poll", type=duration, metavar="DURATION",
+                   help="poll the files this often instead of using inotify (NFS)")
+    p.add_argument("--history", type=int, default=20, metavar="N",
+                   help="versions kept for history and rollback (default 20)")
+    p.add_argument("--group", metavar="GROUP",
+                   help="let GROUP's members attach (segments 0660/0640)")
+    p.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024, metavar="N",
+                   help="largest serialized config accepted (default 64 MiB)")
+    p.add_argument("--standby", action="store_true",
+                   help="wait for the running publisher to exit, then take over")
+    p.add_argument("--start-without-source", action="store_true",
+                   help="if a source (etcd) is down at start, serve the last good version")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shmconf",
         description="Publish one validated config to every worker process on this host.",
+        epilog="Durations are seconds (5, 0.5) or a number with a unit (100ms, 2s, 1m). "
+               "Exit status: 0 done, 1 failed (the message says why), 2 usage.",
     )
-    parser.add_argument("--runtime-dir", help="lock and state directory (SHMCONF_RUNTIME_DIR)")
+    parser.add_argument("--version", action="version", version=f"shmconf {__version__}")
+    parser.add_argument("--runtime-dir", metavar="DIR",
+                        help="lock and state directory (default: $SHMCONF_RUNTIME_DIR, "
+                             "$XDG_RUNTIME_DIR/shmconf, /tmp/shmconf-UID)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -469,59 +554,66 @@ def build_parser() -> argparse.ArgumentParser:
             named: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         if named:
-            p.add_argument("name", help="the config's name")
+            p.add_argument("name", help="the config's name (what workers attach() to)")
         p.set_defaults(func=func)
         return p
 
-    p = add("publish", cmd_publish, "publish files and keep them published until SIGTERM")
-    p.add_argument("-c", "--config", action="append", required=True, metavar="FILE",
-                   help="a source, repeatable; later ones win")
-    p.add_argument("--model", metavar="pkg.mod:Class", help="pydantic model to validate with")
-    p.add_argument("--debounce-ms", type=int, default=100, metavar="N",
-                   help="quiet time after a change before reloading (default 100)")
-    p.add_argument("--poll", type=float, metavar="S",
-                   help="poll the files every S seconds instead of inotify")
-    p.add_argument("--history", type=int, default=20, metavar="N",
-                   help="versions kept for rollback")
-    p.add_argument("--env-prefix", metavar="PREFIX", help="apply PREFIX* environment overrides")
-    p.add_argument("--group", metavar="GROUP", help="let GROUP's members attach (0660 segments)")
-    p.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024, metavar="N",
-                   help="largest serialized config accepted")
-    p.add_argument("--standby", action="store_true",
-                   help="wait for the running publisher to exit, then take over")
-    p.add_argument("--start-without-source", action="store_true",
-                   help="if a source (etcd) is down at start, serve the last good version")
+    def json_option(p: Any) -> None:  # a parser or a group
+        p.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
 
-    p = add("validate", cmd_validate, "load and validate files without publishing", named=False)
-    p.add_argument("-c", "--config", action="append", required=True, metavar="FILE")
-    p.add_argument("--model", metavar="pkg.mod:Class")
-    p.add_argument("--env-prefix", metavar="PREFIX")
+    def sources(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", action="append", required=True, metavar="FILE",
+                       help="a source: a .json, .yaml, .toml or .env file, or an etcd:// "
+                            "URL; repeatable, later ones win")
+        p.add_argument("--model", metavar="pkg.mod:Class",
+                       help="the pydantic model every version must validate against")
+        p.add_argument("--env-prefix", metavar="PREFIX",
+                       help="apply PREFIX* environment variables over the sources "
+                            "(PREFIX_A__B=value sets a.b)")
+
+    p = add("publish", cmd_publish, "publish files and keep them published until SIGTERM")
+    sources(p)
+    _publish_options(p)
+
+    p = add("validate", cmd_validate,
+            "load, merge and validate sources as the publisher would; publish nothing",
+            named=False)
+    sources(p)
+    out = p.add_mutually_exclusive_group()
+    json_option(out)
+    out.add_argument("--print", action="store_true",
+                     help="print the merged config (secrets redacted) with the source "
+                          "that set each key")
 
     p = add("status", cmd_status, "generation, age, digest, sources, publisher and readers")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(p)
     p.add_argument("--wait-for", type=int, metavar="GEN",
                    help="exit 0 once every live reader holds GEN or later")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
-                   help="how long --wait-for waits (default 30)")
+    p.add_argument("--timeout", type=duration, default=30.0, metavar="DURATION",
+                   help="how long --wait-for waits (default 30s)")
 
     p = add("show", cmd_show, "the live config (secrets redacted)")
     p.add_argument("--path", metavar="a.b", help="show only this subtree")
-    p.add_argument("--json", action="store_true")
+    json_option(p)
 
     p = add("history", cmd_history, "the kept versions, one per line")
-    p.add_argument("--json", action="store_true")
+    json_option(p)
 
     p = add("diff", cmd_diff, "changed paths between two kept generations")
-    p.add_argument("a", type=int, metavar="A")
-    p.add_argument("b", type=int, metavar="B")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("a", type=int, metavar="A", help="the older generation")
+    p.add_argument("b", type=int, metavar="B", help="the newer generation")
+    json_option(p)
 
     p = add("rollback", cmd_rollback, "publish a kept version again as a new generation")
     p.add_argument("--to", type=int, metavar="GEN", help="default: the version before the live one")
-    p.add_argument("--timeout", type=float, default=DEFAULT_REPLY_TIMEOUT_S, metavar="S")
+    p.add_argument("--timeout", type=duration, default=DEFAULT_REPLY_TIMEOUT_S,
+                   metavar="DURATION", help="how long to wait for the running publisher "
+                                            "(default 10s)")
 
     p = add("reload", cmd_reload, "ask the running publisher to reload now")
-    p.add_argument("--timeout", type=float, default=DEFAULT_REPLY_TIMEOUT_S, metavar="S")
+    p.add_argument("--timeout", type=duration, default=DEFAULT_REPLY_TIMEOUT_S,
+                   metavar="DURATION", help="how long to wait for the publisher's answer "
+                                            "(default 10s)")
 
     p = add("unlink", cmd_unlink, "remove the segments and the lock file")
     p.add_argument("--force", action="store_true", help="even while a publisher runs")
@@ -541,6 +633,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         os.environ["SHMCONF_RUNTIME_DIR"] = args.runtime_dir
     try:
         code = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of our output went away (`shmconf history NAME | head -1`):
+        # it had what it wanted. Quiet, as Unix tools are; stdout goes to
+        # /dev/null so that the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
     except ShmconfError as exc:
         print(f"shmconf {args.command}: error: {exc}", file=sys.stderr)
         code = EXIT_FAILED

@@ -238,13 +238,17 @@ class ConfigValidationError(ShmconfError, ValueError):
 
     name = _Arg[str](0)
     problems = _Arg[tuple[str, ...]](1)
+    #: The model's class name, when a model rejected it.
+    model = _Arg[str | None](2)
 
-    def __init__(self, name: str, problems: Sequence[str]) -> None:
-        super().__init__(name, tuple(problems))
+    def __init__(self, name: str, problems: Sequence[str], model: str | None = None) -> None:
+        super().__init__(name, tuple(problems), model)
 
     def __str__(self) -> str:
         count = len(self.problems)
-        head = f"config {self.name!r} is invalid ({count} problem{'s' if count != 1 else ''})"
+        against = f" for model {self.model}" if self.model else ""
+        head = (f"config {self.name!r} is invalid{against} "
+                f"({count} problem{'s' if count != 1 else ''})")
         return head + "".join(f"\n  {p}" for p in self.problems)
 
 
@@ -266,11 +270,15 @@ class ConfigTooLargeError(ShmconfError, ValueError):
 
 
 def validation_problems(
-    exc: ValueError, origin_of: Callable[[Sequence[Any]], str | None] | None = None
+    exc: ValueError,
+    origin_of: Callable[[Sequence[Any]], str | None] | None = None,
+    sources: Sequence[str] = (),
 ) -> list[str]:
-    """One line per pydantic error: field path, message, and the source that set it.
+    """One line per pydantic error: field path, message, and the source to look at.
 
-    Input values are left out: they could be secrets.
+    A wrong value names the source that set it; a missing field names the
+    source that set the mapping it belongs in, or else the sources, none of
+    which set it. Input values are left out: they could be secrets.
     """
     errors = getattr(exc, "errors", None)
     if not callable(errors):
@@ -279,8 +287,16 @@ def validation_problems(
     for error in errors(include_input=False, include_url=False):
         loc = tuple(error.get("loc", ()))
         line = f"{'.'.join(str(p) for p in loc) or '(root)'}: {error.get('msg', 'invalid')}"
-        where = origin_of(loc) if origin_of is not None else None
-        if where:
-            line += f" (set in {where})"
+        if error.get("type") == "missing":
+            parent = loc[:-1]
+            where = origin_of(parent) if origin_of is not None and parent else None
+            if where:
+                line += f" (expected in {where}, which sets {'.'.join(map(str, parent))})"
+            elif sources:
+                line += f" (none of {', '.join(sources)} sets it)"
+        else:
+            where = origin_of(loc) if origin_of is not None else None
+            if where:
+                line += f" (set in {where})"
         lines.append(line)
     return lines

@@ -294,7 +294,9 @@ class Publisher:
                                 else contextlib.nullcontext()):
                 return model.model_validate(data)
         except ValueError as exc:
-            raise ConfigValidationError(self.name, validation_problems(exc, origin_of)) from None
+            problems = validation_problems(exc, origin_of, [s.name for s in self._sources])
+            raise ConfigValidationError(self.name, problems,
+                                        getattr(self.model, "__name__", None)) from None
 
     def publish(self, mapping: Mapping[str, Any]) -> int:
         """Validate and publish ``mapping``; returns the published generation.

@@ -143,9 +143,8 @@ class Service:
         if paths:
             from shmconf.watch import Watcher
 
-            self._watcher = Watcher(paths, self.request_reload,
-                                    debounce_ms=int(publisher.debounce * 1000),
-                                    poll_s=publisher.poll)
+            self._watcher = Watcher(paths, self.request_reload, debounce=publisher.debounce,
+                                    poll=publisher.poll)
             self._watcher.start()
         try:
             self._publish_initial()

@@ -81,12 +81,9 @@ def publisher_alive(pid: int, heartbeat_ns: int) -> bool:
 
 def read_service_status(name: str) -> dict[str, Any]:
     """The running (or last) publisher's ``status.json``; empty when there is none."""
-    try:
-        # Not _paths.state_dir(): looking must not create the directory.
-        state_dir = _paths.runtime_dir() / name
-    except OSError:
-        return {}
-    return control.read_status(state_dir)
+    # Not _paths.state_dir(): looking must not create the directory.
+    state_dir = _paths.existing_state_dir(name)
+    return control.read_status(state_dir) if state_dir is not None else {}
 
 
 def collect(name: str, *, reclaim: bool = True) -> Status:

@@ -44,6 +44,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
@@ -190,15 +191,17 @@ class Watcher:
             yet; symlinks are followed (and re-resolved after every change).
         on_change: called without arguments on the watcher's own thread,
             never concurrently with itself. Exceptions are logged.
-        debounce_ms: quiet time after the last relevant event before the
+        debounce: seconds of quiet after the last relevant event before the
             fingerprint is compared. A file that keeps changing is still
             compared every ``MAX_DELAY_DEBOUNCES`` periods.
-        poll_s: compare the fingerprint every this many seconds instead of
+        poll: compare the fingerprint every this many seconds instead of
             using inotify (for NFS and other file systems without it).
+        debounce_ms, poll_s: the same in the units of earlier releases;
+            deprecated (a DeprecationWarning), kept for one release.
 
     Raises:
-        ValueError: for no paths, a negative ``debounce_ms`` or a ``poll_s``
-            that is not positive.
+        ValueError: for no paths, a negative ``debounce`` or a ``poll`` that
+            is not positive.
 
     ``start()`` returns once watching is armed: every change after it is
     noticed. After ``stop()`` returns, ``on_change`` is never called again.
@@ -209,21 +212,32 @@ class Watcher:
         paths: Sequence[os.PathLike[str] | str],
         on_change: Callable[[], None],
         *,
-        debounce_ms: int = 100,
+        debounce: float = 0.1,
+        poll: float | None = None,
+        debounce_ms: int | None = None,
         poll_s: float | None = None,
     ) -> None:
+        if debounce_ms is not None:
+            warnings.warn("Watcher(debounce_ms=N) is deprecated; pass debounce=N / 1000 "
+                          "(seconds)", DeprecationWarning, stacklevel=2)
+            debounce = debounce_ms / 1000
+        if poll_s is not None:
+            warnings.warn("Watcher(poll_s=S) is deprecated; pass poll=S", DeprecationWarning,
+                          stacklevel=2)
+            poll = poll_s
         if not paths:
             raise ValueError("'paths' must name at least one file to watch")
-        if debounce_ms < 0:
-            raise ValueError(f"'debounce_ms' must be >= 0 milliseconds, got {debounce_ms!r}")
-        if poll_s is not None and not poll_s > 0:
-            raise ValueError(f"'poll_s' must be a positive number of seconds, got {poll_s!r}")
+        if debounce < 0:
+            raise ValueError(f"'debounce' must be >= 0 seconds, got {debounce!r}")
+        if poll is not None and not poll > 0:
+            raise ValueError(f"'poll' must be a positive number of seconds, got {poll!r}")
+        poll_s = poll
         # Absolute, but not normalized: `..` after a symlink must be resolved
         # on disk (by _resolve), not cut away lexically.
         absolute = (os.path.join(os.getcwd(), os.fspath(p)) for p in paths)
         self._paths: tuple[str, ...] = tuple(dict.fromkeys(absolute))
         self._on_change = on_change
-        self._debounce_s = debounce_ms / 1000
+        self._debounce_s = debounce
         self._max_delay_s = self._debounce_s * MAX_DELAY_DEBOUNCES
         self._poll_s = poll_s
         self._mode = "poll" if poll_s is not None else _native_mode()

@@ -59,7 +59,7 @@ def running(name: str, tmp_path: Path) -> Iterator[Running]:
     config = tmp_path / "app.yaml"
     config.write_text(CONFIG)
     proc = python("-m", "shmconf", "publish", name, "-c", str(config),
-                  "--model", "tests.models:Settings", "--debounce-ms", "20")
+                  "--model", "tests.models:Settings", "--debounce", "20ms")
     try:
         wait_until(lambda: run("status", name).returncode == 0 or proc.poll() is not None,
                    message="publisher up")

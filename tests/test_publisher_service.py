@@ -24,7 +24,7 @@ class Service:
     def __init__(self, name: str, config: Path, *extra: str) -> None:
         self.name, self.config = name, config
         self.proc = python("-m", "shmconf", "publish", name, "-c", str(config),
-                           "--debounce-ms", "50", *extra)
+                           "--debounce", "50ms", *extra)
         wait_until(lambda: self.status() is not None or self.proc.poll() is not None,
                    message="publisher up")
         assert self.proc.poll() is None, self.proc.communicate()

@@ -146,8 +146,8 @@ def start(mode: str) -> Iterator[Start]:
     def _start(*paths: Path, record: Path | None = None,
                debounce_ms: int = DEBOUNCE_MS) -> tuple[Watcher, Calls]:
         calls = Calls(record if record is not None else paths[0])
-        watcher = Watcher(list(paths), calls, debounce_ms=debounce_ms,
-                          poll_s=POLL_S if mode == "poll" else None)
+        watcher = Watcher(list(paths), calls, debounce=debounce_ms / 1000,
+                          poll=POLL_S if mode == "poll" else None)
         watchers.append(watcher)
         watcher.start()
         return watcher, calls
@@ -450,7 +450,7 @@ def test_falls_back_to_polling_when_no_watch_can_be_added(
     monkeypatch.setattr(watch, "FALLBACK_POLL_S", POLL_S)
     calls = Calls(config)
     with caplog.at_level(logging.WARNING, logger="shmconf.watch"), \
-            Watcher([config], calls, debounce_ms=DEBOUNCE_MS) as watcher:
+            Watcher([config], calls, debounce=DEBOUNCE_MS / 1000) as watcher:
         assert watcher.mode == "poll"
         assert "max_user_watches" in caplog.text
         atomic_save(config, "v: 1\n", suffix=".swp")
@@ -466,7 +466,7 @@ def test_falls_back_to_polling_when_the_observer_cannot_start(
     monkeypatch.setattr(watch, "Observer", no_inotify)
     monkeypatch.setattr(watch, "FALLBACK_POLL_S", POLL_S)
     calls = Calls(config)
-    with Watcher([config], calls, debounce_ms=DEBOUNCE_MS) as watcher:
+    with Watcher([config], calls, debounce=DEBOUNCE_MS / 1000) as watcher:
         assert watcher.mode == "poll"
         config.unlink()
         config.write_text("v: 1\n")
@@ -487,7 +487,7 @@ def test_falls_back_to_polling_when_a_later_watch_fails(
     monkeypatch.setattr(BaseObserver, "schedule", limited)
     monkeypatch.setattr(watch, "FALLBACK_POLL_S", POLL_S)
     calls = Calls(path)
-    with Watcher([path], calls, debounce_ms=DEBOUNCE_MS) as watcher:
+    with Watcher([path], calls, debounce=DEBOUNCE_MS / 1000) as watcher:
         assert watcher.mode == "inotify"
         path.parent.mkdir()
         wait_until(lambda: watcher.mode == "poll")
@@ -498,10 +498,10 @@ def test_falls_back_to_polling_when_a_later_watch_fails(
 def test_arguments_are_checked(config: Path) -> None:
     with pytest.raises(ValueError, match="'paths'"):
         Watcher([], lambda: None)
-    with pytest.raises(ValueError, match="'debounce_ms'"):
-        Watcher([config], lambda: None, debounce_ms=-1)
-    with pytest.raises(ValueError, match="'poll_s'"):
-        Watcher([config], lambda: None, poll_s=0)
+    with pytest.raises(ValueError, match="'debounce' must be >= 0 seconds"):
+        Watcher([config], lambda: None, debounce=-1)
+    with pytest.raises(ValueError, match="'poll' must be a positive number"):
+        Watcher([config], lambda: None, poll=0)
 
 
 # -- resolution and fingerprint --------------------------------------------------
@@ -556,7 +556,7 @@ def event(kind: str, src: Path, dest: Path | None = None, *, directory: bool = F
 def scripted(config: Path) -> Iterator[tuple[Watcher, Calls]]:
     """A watcher fed only by the test: no observer, a poller that never polls."""
     calls = Calls(config)
-    watcher = Watcher([config], calls, debounce_ms=DEBOUNCE_MS, poll_s=3600)
+    watcher = Watcher([config], calls, debounce=DEBOUNCE_MS / 1000, poll=3600)
     with watcher:
         yield watcher, calls
 
@@ -564,7 +564,7 @@ def scripted(config: Path) -> Iterator[tuple[Watcher, Calls]]:
 @pytest.fixture
 def frozen(config: Path) -> Iterator[Watcher]:
     """Like ``scripted``, with a debounce that never ends within a test."""
-    watcher = Watcher([config], lambda: None, debounce_ms=3_600_000, poll_s=3600)
+    watcher = Watcher([config], lambda: None, debounce=3600, poll=3600)
     with watcher:
         yield watcher
 
@@ -601,7 +601,7 @@ def test_scripted_events_on_the_file_count(frozen: Watcher, config: Path, kind: 
 def test_scripted_kubelet_update(tmp_path: Path) -> None:
     kubelet = Kubelet(tmp_path / "volume")
     volume = kubelet.volume
-    watcher = Watcher([kubelet.path], lambda: None, debounce_ms=3_600_000, poll_s=3600)
+    watcher = Watcher([kubelet.path], lambda: None, debounce=3600, poll=3600)
     with watcher:
         # What watchdog reports in the volume directory while kubelet updates it.
         for before_swap in [
@@ -657,7 +657,7 @@ def test_scripted_endless_events_still_call_back(config: Path) -> None:
     debounce_ms = 50
     calls = Calls(config)
     most_s = debounce_ms * watch.MAX_DELAY_DEBOUNCES / 1000
-    with Watcher([config], calls, debounce_ms=debounce_ms, poll_s=3600) as watcher:
+    with Watcher([config], calls, debounce=debounce_ms / 1000, poll=3600) as watcher:
         began = time.monotonic()
         i = 0
         while calls.count == 0:
@@ -684,3 +684,12 @@ def test_directory_removed_and_recreated(start: Start, config: Path) -> None:
     # The new directory is watched, not the deleted one.
     atomic_save(config, "v: 2\n", suffix=".swp")
     calls.wait_for_content("v: 2\n")
+
+
+def test_the_millisecond_spellings_still_work_with_a_warning(config: Path) -> None:
+    with pytest.warns(DeprecationWarning, match=r"debounce=N / 1000"):
+        watcher = Watcher([config], lambda: None, debounce_ms=250)
+    assert watcher._debounce_s == 0.25
+    with pytest.warns(DeprecationWarning, match=r"poll=S"):
+        watcher = Watcher([config], lambda: None, poll_s=2.0)
+    assert watcher.mode == "poll"
