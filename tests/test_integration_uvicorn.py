@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,3 +213,17 @@ def test_each_request_keeps_the_snapshot_it_started_with(name: str) -> None:
 
         assert asyncio.run(serve()) == [b"1->1", b"2->2"]
         pub.unlink()
+
+
+def test_uvicorn_exits_non_zero_when_a_worker_cannot_attach(tmp_path: Path, name: str) -> None:
+    (tmp_path / "unattached.py").write_text(
+        "from shmconf.integrations.uvicorn import lifespan\n"
+        "async def app(scope, receive, send):\n    pass\n"
+        f"app = lifespan(app, {name!r}, timeout=0.2)\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "unattached:app", "--port", "0"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO}"},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert f"config {name!r} not available after 0.2s" in result.stderr
+    assert "Application startup failed" in result.stderr
