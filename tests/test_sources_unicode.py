@@ -43,14 +43,14 @@ def test_a_lone_surrogate_in_a_key_is_refused_with_the_key_escaped(tmp_path: Pat
 def test_a_non_utf8_variable_is_refused_by_name() -> None:
     with pytest.raises(shmconf.SourceError) as info:
         load_sources([], env_prefix="MYAPP_", environ={"MYAPP_DB__HOST": "db\udcff"})
-    assert str(info.value).startswith("env:MYAPP_DB__HOST: db.host: string not valid Unicode")
+    assert str(info.value).startswith("env:MYAPP_DB__HOST: DB.HOST: string not valid Unicode")
 
 
 def test_a_non_utf8_variable_name_is_shown_escaped() -> None:
     with pytest.raises(shmconf.SourceError) as info:
         load_sources([], env_prefix="MYAPP_", environ={"MYAPP_K\udcff": "x"})
     message = str(info.value)
-    assert message.startswith("env:MYAPP_K\\udcff: k\\udcff: key not valid Unicode")
+    assert message.startswith("env:MYAPP_K\\udcff: K\\udcff: key not valid Unicode")
     message.encode("utf-8")  # printable as it is
 
 
@@ -66,7 +66,8 @@ def test_validate_and_publish_refuse_a_non_utf8_variable(tmp_path: Path, name: s
             capture_output=True, text=True, timeout=30, check=False)
         assert result.returncode == 1, result.stderr
         assert "Traceback" not in result.stderr
-        assert "env:MYAPP_DB__HOST: db.host: string not valid Unicode" in result.stderr
+        assert "env:MYAPP_DB__HOST: db.host: string not valid Unicode" in result.stderr, \
+            result.stderr
 
 
 def test_publish_of_a_mapping_names_the_path_of_a_bad_string(name: str) -> None:
