@@ -138,11 +138,32 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Load, merge and validate as the publisher would, and publish nothing."""
+    try:
+        return _validate(args)
+    except ShmconfError as exc:
+        if args.json:  # scripts read stdout; the message still goes to stderr
+            _emit_json({"ok": False, "error": str(exc),
+                        "problems": list(getattr(exc, "problems", ()))})
+        raise
+
+
+def _validate(args: argparse.Namespace) -> int:
     from shmconf.errors import ConfigValidationError, validation_problems
-    from shmconf.model import apply_environment, published_data, snapshot_model
+    from shmconf.model import (
+        apply_environment,
+        is_settings,
+        published_data,
+        round_trip_problems,
+        snapshot_model,
+        validate,
+    )
     from shmconf.sources import load_sources
 
     model = load_model(args.model)
+    if model is not None and args.env_prefix and is_settings(model):
+        raise CommandError(f"--env-prefix is for models that are not BaseSettings; "
+                           f"{model.__name__} reads its own environment with its model_config "
+                           "(env_prefix, env_nested_delimiter): leave --env-prefix out")
     loaded = load_sources(args.config, env_prefix=args.env_prefix, model=model)
     for variable in loaded.unmatched:
         print(f"shmconf validate: warning: {variable} sets no field of "
@@ -150,14 +171,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     data: dict[str, Any] = loaded.data
     secrets: list[str] = []
     if model is not None:
+        snapshot = snapshot_model(model)
         try:
             with apply_environment():
-                instance = snapshot_model(model).model_validate(loaded.data)
+                instance = validate(snapshot, loaded.data)
         except ValueError as exc:
             problems = validation_problems(exc, loaded.origin_of, loaded.sources)
             raise ConfigValidationError(" + ".join(loaded.sources), problems,
                                         model.__name__) from None
         data = published_data(instance)
+        problems = round_trip_problems(snapshot, instance, data, content.canonical(data))
+        if problems:
+            raise ConfigValidationError(" + ".join(loaded.sources), problems, model.__name__)
         secrets = content.secret_paths(instance)
     digest = content.digest(content.canonical(data))
     if args.print or args.json:
@@ -470,9 +495,13 @@ def cmd_unlink(args: argparse.Namespace) -> int:
         raise CommandError(f"publisher pid {status.publisher_pid} is running for {name!r}; "
                            "stop it first, or pass --force")
     # Every layout version's objects: the name is gone for old workers too.
-    removed = [s for s in list_shm_names(name) + other_layout_names(name) if unlink_shm(s)]
-    if unlink_shm(anchor_shm_name(name)):
-        removed.append(anchor_shm_name(name))
+    try:
+        removed = [s for s in list_shm_names(name) + other_layout_names(name) if unlink_shm(s)]
+        if unlink_shm(anchor_shm_name(name)):
+            removed.append(anchor_shm_name(name))
+    except PermissionError as exc:
+        raise CommandError(f"cannot remove {exc.filename or 'a segment'} of {name!r}: another "
+                           "user owns it; run `shmconf unlink` as that user (or root)") from None
     lock = _paths.lock_path(name)
     if lock.exists():
         lock.unlink()
@@ -494,6 +523,9 @@ def cmd_unlink(args: argparse.Namespace) -> int:
 
 
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: No debounce, poll or timeout needs more; far more would overflow the
+#: waits of the threads that use it (threading.TIMEOUT_MAX).
+_LONGEST_S: Final = 86_400.0
 _DURATION: Final = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
 
 
@@ -504,7 +536,10 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a duration: write seconds (5, 0.5) or a number with a unit "
             "(100ms, 2s, 1m, 1h)")
-    return float(match[1]) * _UNITS[match[2] or "s"]
+    seconds = float(match[1]) * _UNITS[match[2] or "s"]
+    if seconds > _LONGEST_S:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than a day")
+    return seconds
 
 
 class _DeprecatedMilliseconds(argparse.Action):
@@ -512,9 +547,15 @@ class _DeprecatedMilliseconds(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
+        try:
+            milliseconds = int(values)
+        except ValueError:
+            parser.error(f"{option_string}: {values!r} is not a whole number of milliseconds")
+        if milliseconds < 0:
+            parser.error(f"{option_string}: {values!r} is negative")
         print(f"shmconf: warning: {option_string} is deprecated; use --debounce {values}ms",
               file=sys.stderr)
-        setattr(namespace, self.dest, int(values) / 1000)
+        setattr(namespace, self.dest, milliseconds / 1000)
 
 
 def _publish_options(p: argparse.ArgumentParser) -> None:

@@ -20,11 +20,11 @@ def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
 
 
 class FrozenDict(dict[str, Any]):
-    """A ``dict`` that refuses every change."""
+    """A ``dict`` that refuses every change (made by :func:`freeze`)."""
 
     __slots__ = ()
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
-    __ior__ = _refuse
+    __ior__ = __init__ = _refuse  # __init__ too: cfg.__init__({...}) would refill it
 
     def __repr__(self) -> str:
         return f"FrozenDict({dict.__repr__(self)})"
@@ -43,11 +43,11 @@ class FrozenDict(dict[str, Any]):
 
 
 class FrozenList(list[Any]):
-    """A ``list`` that refuses every change."""
+    """A ``list`` that refuses every change (made by :func:`freeze`)."""
 
     __slots__ = ()
     __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = _refuse
-    sort = reverse = __iadd__ = __imul__ = _refuse
+    sort = reverse = __iadd__ = __imul__ = __init__ = _refuse
 
     def __repr__(self) -> str:
         return f"FrozenList({list.__repr__(self)})"
@@ -68,11 +68,18 @@ def freeze(value: Any) -> Any:
     """Parsed JSON as read-only containers, all the way down.
 
     Calls itself only for containers: most values of a config are scalars.
+    The containers are filled through ``dict.__init__``/``list.__init__``:
+    their own ``__init__`` refuses.
     """
     if type(value) is dict:
-        return FrozenDict({key: freeze(item) if type(item) is dict or type(item) is list
-                           else item for key, item in value.items()})
+        frozen_dict = dict.__new__(FrozenDict)
+        dict.__init__(frozen_dict, {key: freeze(item) if type(item) is dict
+                                    or type(item) is list else item
+                                    for key, item in value.items()})
+        return frozen_dict
     if type(value) is list:
-        return FrozenList([freeze(item) if type(item) is dict or type(item) is list else item
-                           for item in value])
+        frozen_list = list.__new__(FrozenList)
+        list.__init__(frozen_list, [freeze(item) if type(item) is dict or type(item) is list
+                                    else item for item in value])
+        return frozen_list
     return value

@@ -30,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import operator
 import os
 import sys
+import threading
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -80,6 +82,11 @@ def apply_environment() -> Iterator[None]:
 
 #: Derived once per model class (the derivation builds pydantic validators).
 _SNAPSHOT_MODELS: dict[type[Any], type[Any]] = {}
+#: Models being derived now, on this thread (a recursive model meets itself).
+_DERIVING: set[type[Any]] = set()
+_DERIVING_LOCK: Final = threading.RLock()
+#: True while a snapshot is being validated: validators may assign fields then.
+_VALIDATING: ContextVar[bool] = ContextVar("shmconf_validating", default=False)
 
 
 def snapshot_model(model: type[Any]) -> type[Any]:
@@ -91,8 +98,20 @@ def snapshot_model(model: type[Any]) -> type[Any]:
     :func:`apply_environment`.
     """
     found = _SNAPSHOT_MODELS.get(model)
-    if found is None:
-        found = _SNAPSHOT_MODELS[model] = _derive(model)
+    if found is not None:
+        return found
+    with _DERIVING_LOCK:  # one class per model, also when two threads ask at once
+        found = _SNAPSHOT_MODELS.get(model)
+        if found is None:
+            if model in _DERIVING:
+                # A recursive model (Node with children: list[Node]): the inner
+                # references keep the application's class (see docs/settings.md).
+                return model
+            _DERIVING.add(model)
+            try:
+                found = _SNAPSHOT_MODELS[model] = _derive(model)
+            finally:
+                _DERIVING.discard(model)
     return found
 
 
@@ -103,7 +122,10 @@ def _derive(model: type[Any]) -> type[Any]:
         return model
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise TypeError(f"model must be a pydantic model class, got {model!r}")
-    config = ConfigDict(**{**model.model_config, "frozen": True, "validate_by_name": True,
+    # Not pydantic's frozen=True: a model validator (mode="after") or
+    # model_post_init may assign fields while the snapshot is validated;
+    # afterwards _refuse_setattr refuses, as frozen would.
+    config = ConfigDict(**{**model.model_config, "frozen": False, "validate_by_name": True,
                            "validate_by_alias": True, "from_attributes": True})
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
@@ -113,13 +135,19 @@ def _derive(model: type[Any]) -> type[Any]:
             # (from its attributes), it becomes a frozen snapshot one too.
             info = copy.copy(info)  # noqa: PLW2901 - the field's copy replaces it
             info.validate_default = True
+            if isinstance(info.default, BaseModel):
+                # As plain data, so that validation builds the snapshot class.
+                info.default = info.default.model_dump(round_trip=True)
             fields[name] = (annotation, info)
     namespace: dict[str, Any] = {_DERIVED: True, "model_config": config,
                                  "__module__": model.__module__,
                                  "__qualname__": model.__qualname__,
-                                 "__eq__": _snapshot_eq, "__hash__": _snapshot_hash}
+                                 "__eq__": _snapshot_eq, "__hash__": _snapshot_hash,
+                                 "__setattr__": _refuse_setattr,
+                                 "__delattr__": _refuse_delattr}
     if is_settings(model):
         namespace["settings_customise_sources"] = classmethod(_settings_sources)
+        namespace["__init__"] = _settings_init
     base = types.new_class(model.__name__, (model,), {},
                            lambda ns: ns.update(namespace))
     if not fields:
@@ -151,8 +179,66 @@ def _snapshot_eq(self: Any, other: object) -> Any:  # bool, or NotImplemented
 
 
 def _snapshot_hash(self: Any) -> int:
-    """Frozen, so hashable when its values are (as pydantic's frozen models)."""
-    return hash(tuple(self.__dict__.values()))
+    """Hashable when its values are, and as pydantic hashes a frozen model of the same fields."""
+    keys = tuple(type(self).__pydantic_fields__)
+    return hash(operator.itemgetter(*keys)(self.__dict__) if keys else ())
+
+
+def _refuse_setattr(self: Any, name: str, value: Any) -> None:
+    """A snapshot serves every request of its process: no assignment after validation."""
+    if _VALIDATING.get():
+        _own_class(self).__setattr__(self, name, value)
+        return
+    from pydantic import ValidationError
+
+    raise ValidationError.from_exception_data(type(self).__name__, [
+        {"type": "frozen_instance", "loc": (name,), "input": value}])
+
+
+def _own_class(instance: Any) -> Any:
+    """The application's class of a snapshot: the first one up the MRO not made here."""
+    return next(k for k in type(instance).__mro__ if not k.__dict__.get(_DERIVED, False))
+
+
+def _refuse_delattr(self: Any, name: str) -> None:
+    raise AttributeError(f"a config snapshot is read-only: cannot delete {name!r}")
+
+
+def _settings_init(self: Any, **values: Any) -> None:
+    """A BaseSettings snapshot's ``__init__``: its sources in the publisher, else only ``values``.
+
+    Outside :func:`apply_environment` it skips pydantic-settings entirely, so
+    a worker reads no environment, ``.env`` file, secrets directory or
+    command line, not even to build a source it would not use.
+    """
+    from pydantic import BaseModel
+
+    if _APPLYING_ENVIRONMENT.get():
+        _own_class(self).__init__(self, **values)  # the application's BaseSettings
+    else:
+        BaseModel.__init__(self, **values)
+
+
+@contextlib.contextmanager
+def validating() -> Iterator[None]:
+    """Inside, validators of a snapshot class may assign fields (shmconf only)."""
+    token = _VALIDATING.set(True)
+    try:
+        yield
+    finally:
+        _VALIDATING.reset(token)
+
+
+def validate(model: type[Any], data: Any, *, by_name: bool = False) -> Any:
+    """``model.model_validate(data)`` for a snapshot class; ``by_name`` for published data.
+
+    Published data is keyed by field name; ``by_name`` reads it by name only,
+    so that a field whose name is another field's alias cannot swap values.
+    """
+    with validating():
+        if by_name:
+            return model.model_validate(data, by_alias=False, by_name=True)
+        return model.model_validate(data)
 
 
 def _snapshot_annotation(annotation: Any) -> Any:
@@ -236,3 +322,47 @@ def _revealed(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_revealed(v) for v in value]
     return value
+
+
+def round_trip_problems(model: type[Any], instance: Any, data: Mapping[str, Any],
+                        payload: bytes) -> list[str]:
+    """Why workers would not read ``payload`` back as ``instance``; empty when they would.
+
+    Workers validate the published JSON again. A validator that is not
+    idempotent, a field serializer or ``exclude``, a non-finite float (JSON
+    has none) or strict types would give them other values, or an error: the
+    publisher (and ``shmconf validate``) check it once, so that no worker
+    ever meets it.
+    """
+    import orjson
+
+    from shmconf.content import changed_paths
+    from shmconf.errors import validation_problems
+
+    why = ("a worker would read another value than the publisher validated (a validator "
+           "that is not idempotent, a field serializer or exclude, NaN or Infinity, strict "
+           "types?)")
+    try:
+        back = validate(model, orjson.loads(payload), by_name=True)
+    except ValueError as exc:
+        return [f"{p} (in the published form: {why})" for p in validation_problems(exc)]
+    except Exception as exc:  # a validator that raised something else
+        return [f"(root): the model raised {type(exc).__name__} on the published form ({why})"]
+    if back == instance:
+        return []
+    paths = _differing_fields(instance, back) or changed_paths(data, published_data(back)) \
+        or ["(root)"]
+    return [f"{path}: {why}" for path in paths[:5]]
+
+
+def _differing_fields(a: Any, b: Any, path: str = "") -> list[str]:
+    """Dotted paths of the fields whose values differ between two instances of a model."""
+    fields = getattr(type(a), "model_fields", None)
+    if not isinstance(fields, Mapping) or type(a) is not type(b):
+        return [path or "(root)"] if a != b else []
+    found: list[str] = []
+    for name in fields:
+        left, right = getattr(a, name, None), getattr(b, name, None)
+        if left != right:
+            found += _differing_fields(left, right, f"{path}.{name}" if path else name)
+    return found

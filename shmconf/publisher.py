@@ -44,7 +44,14 @@ from shmconf.errors import (
     validation_problems,
 )
 from shmconf.history import History, Pin, Version
-from shmconf.model import apply_environment, is_settings, published_data, snapshot_model
+from shmconf.model import (
+    apply_environment,
+    is_settings,
+    published_data,
+    round_trip_problems,
+    snapshot_model,
+)
+from shmconf.model import validate as validate_snapshot
 from shmconf.protocol import layout as L
 from shmconf.protocol.anchor import open_anchor
 from shmconf.protocol.layout import validate_name
@@ -292,11 +299,10 @@ class Publisher:
         try:
             with _gc.paused(), (apply_environment() if environment
                                 else contextlib.nullcontext()):
-                return model.model_validate(data)
+                return validate_snapshot(model, data)
         except ValueError as exc:
             problems = validation_problems(exc, origin_of, [s.name for s in self._sources])
-            raise ConfigValidationError(self.name, problems,
-                                        getattr(self.model, "__name__", None)) from None
+            raise ConfigValidationError(self.name, problems, self._model_name) from None
 
     def publish(self, mapping: Mapping[str, Any]) -> int:
         """Validate and publish ``mapping``; returns the published generation.
@@ -318,7 +324,14 @@ class Publisher:
         pin = self.history.pin()
         if pin is not None:
             sources_digest = content.digest(content.canonical(loaded.data))
-            if sources_digest == pin.sources_digest:
+            pinned = self.history.get(pin.generation)
+            if sources_digest == pin.sources_digest and pinned is not None:
+                if self._digest is None:
+                    # Nothing published (the segment was unlinked, or /dev/shm
+                    # emptied): the pinned version is what must be served.
+                    return self._publish(pinned.data,
+                                         self.validate(pinned.data, environment=False),
+                                         origin="rollback", source_names=pinned.sources)
                 log.info("config %r: rollback to generation %d is pinned; sources unchanged",
                          self.name, pin.generation)
                 return self.generation
@@ -380,11 +393,21 @@ class Publisher:
         if instance is not None:
             # The validated data, defaults and environment included: what
             # every worker validates back into an equal instance.
-            data = published_data(instance)
+            try:
+                data = published_data(instance)
+            except (ValueError, TypeError) as exc:  # bytes that are not UTF-8, say
+                raise ConfigValidationError(
+                    self.name, [f"(root): the validated config has no JSON form: "
+                                f"{type(exc).__name__}"], self._model_name) from None
         try:
             payload = content.canonical(data)
         except TypeError as exc:
             raise ConfigValidationError(self.name, [_unserializable(data, exc)]) from None
+        if instance is not None:
+            assert self._snapshot_model is not None
+            problems = round_trip_problems(self._snapshot_model, instance, data, payload)
+            if problems:
+                raise ConfigValidationError(self.name, problems, self._model_name)
         if len(payload) > self.max_bytes:
             raise ConfigTooLargeError(self.name, len(payload), self.max_bytes)
         digest = content.digest(payload)
@@ -427,6 +450,10 @@ class Publisher:
             except Exception:
                 log.exception("config %r: on_publish callback failed", self.name)
         return generation
+
+    @property
+    def _model_name(self) -> str | None:
+        return getattr(self.model, "__name__", None)
 
     def reload(self) -> int | None:
         """Reload from the sources, keeping the last good config on failure.

@@ -317,6 +317,9 @@ class Reader(Generic[T]):
                 return self._model(data)
             except ValueError as exc:  # pydantic.ValidationError is a ValueError
                 raise ConfigValidationError(self.name, validation_problems(exc)) from None
+            except Exception as exc:  # a validator of the model that raised something else
+                raise ConfigValidationError(
+                    self.name, [f"(root): the model raised {type(exc).__name__}"]) from None
 
     def _record(self, generation: int) -> None:
         """R7's bookkeeping: publish this process's generation in the reader table."""
@@ -458,9 +461,10 @@ def _model_validator(model: type[Any] | None) -> Callable[[Any], Any] | None:
         return None
     if not hasattr(model, "model_validate"):
         raise TypeError(f"model must be a pydantic model class, got {model!r}")
-    from shmconf.model import snapshot_model
+    from shmconf.model import snapshot_model, validate
 
-    return snapshot_model(model).model_validate  # type: ignore[no-any-return]
+    snapshot = snapshot_model(model)
+    return lambda data: validate(snapshot, data, by_name=True)
 
 
 def _trusted(trusted_owner: int | str | None) -> frozenset[int] | None:

@@ -71,6 +71,9 @@ _NOISE_EVENTS: Final = frozenset({"opened", "closed_no_write"})
 _DIRECTORY_ECHOES: Final = frozenset({"modified", "attrib"})
 #: Retries when a directory vanishes between resolving the paths and watching it.
 _REARM_ATTEMPTS: Final = 5
+#: The longest debounce: far more would overflow the dispatcher's waits
+#: (threading.TIMEOUT_MAX) and is no debounce anyone means.
+MAX_DEBOUNCE_S: Final = 86_400.0
 #: Shortest poll while a change settles, so that ``debounce_ms=0`` cannot spin.
 _MIN_SETTLE_POLL_S: Final = 0.005
 
@@ -227,8 +230,9 @@ class Watcher:
             poll = poll_s
         if not paths:
             raise ValueError("'paths' must name at least one file to watch")
-        if debounce < 0:
-            raise ValueError(f"'debounce' must be >= 0 seconds, got {debounce!r}")
+        if not 0 <= debounce <= MAX_DEBOUNCE_S:
+            raise ValueError(f"'debounce' must be 0 to {MAX_DEBOUNCE_S:g} seconds, "
+                             f"got {debounce!r}")
         if poll is not None and not poll > 0:
             raise ValueError(f"'poll' must be a positive number of seconds, got {poll!r}")
         poll_s = poll

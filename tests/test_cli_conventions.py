@@ -128,3 +128,31 @@ def test_validate_errors_name_the_field_the_model_and_the_file(tmp_path: Path) -
     nothing.write_text("workers: 2\n")
     result = run("validate", "-c", str(nothing), "--model", "tests.models:Settings")
     assert f"greeting: Field required (none of {nothing} sets it)" in result.stderr
+
+
+def test_bad_old_debounce_spelling_is_a_usage_error(name: str) -> None:
+    result = run("publish", name, "-c", "x.yaml", "--debounce-ms", "abc")
+    assert result.returncode == 2
+    assert "'abc' is not a whole number of milliseconds" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run("publish", name, "-c", "x.yaml", "--debounce", "100000000000")
+    assert result.returncode == 2
+    assert "longer than a day" in result.stderr
+
+
+def test_validate_refuses_env_prefix_with_a_base_settings_model(tmp_path: Path) -> None:
+    (tmp_path / "app.json").write_text("{}")
+    result = run("validate", "-c", str(tmp_path / "app.json"), "--model", "tests.test_model:Env",
+                 "--env-prefix", "APP_")
+    assert result.returncode == 1
+    assert "Env reads its own environment" in result.stderr
+
+
+def test_validate_json_reports_a_failure_on_stdout(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("greeting: hi\n")
+    result = run("validate", "-c", str(bad), "--model", "tests.models:Settings", "--json")
+    assert result.returncode == 1
+    report = orjson.loads(result.stdout)
+    assert report["ok"] is False
+    assert "database: Field required (none of" in report["problems"][0]

@@ -70,3 +70,12 @@ def test_get_returns_frozen_containers(name: str) -> None:
                 cfg["a"] = 2  # type: ignore[index]
             assert json.loads(json.dumps(cfg)) == DATA
         publisher.unlink()
+
+
+def test_init_cannot_refill_a_snapshot() -> None:
+    snapshot = freeze(DATA)
+    with pytest.raises(TypeError, match="read-only"):
+        snapshot.__init__({"q": 1})  # type: ignore[misc]
+    with pytest.raises(TypeError, match="read-only"):
+        snapshot["nested"]["list"].__init__([7])  # type: ignore[misc]
+    assert snapshot == DATA

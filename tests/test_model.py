@@ -11,13 +11,24 @@ import datetime
 import enum
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
 import pytest
-from pydantic import AliasChoices, BaseModel, Field, SecretBytes, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import shmconf
@@ -157,3 +168,108 @@ def test_base_settings_workers_see_the_publishers_values(
 def test_base_settings_refuse_env_prefix(name: str) -> None:
     with pytest.raises(ValueError, match="Env reads its own environment"):
         shmconf.Publisher(name, model=Env, env_prefix="APP_")
+
+
+# -- models that validate in their own ways --------------------------------------
+
+
+def publish_and_read(name: str, model: type[Any], data: dict[str, Any]) -> Any:
+    with shmconf.Publisher(name, model=model) as publisher:
+        publisher.publish(data)
+        with shmconf.attach(name, model=model) as reader:
+            cfg = reader.get()
+        publisher.unlink()
+    return cfg
+
+
+class Derived(BaseModel):
+    a: int = 1
+    b: int = 0
+
+    @model_validator(mode="after")
+    def fill(self) -> Derived:
+        if self.b == 0:
+            self.b = self.a * 10
+        return self
+
+
+def test_an_after_validator_may_assign_fields(name: str) -> None:
+    cfg = publish_and_read(name, Derived, {"a": 2})
+    assert (cfg.a, cfg.b) == (2, 20)
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.b = 3
+
+
+class Node(BaseModel):
+    value: int = 0
+    children: list[Node] = []
+
+
+def test_a_recursive_model_is_published_and_read(name: str) -> None:
+    cfg = publish_and_read(name, Node, {"value": 1, "children": [{"value": 2}]})
+    assert cfg == Node(value=1, children=[Node(value=2)])
+
+
+class Scaled(BaseModel):
+    size: Annotated[int, AfterValidator(lambda v: v * 1024)] = 1
+
+
+class Infinite(BaseModel):
+    timeout: float = float("inf")
+
+
+class Hidden(BaseModel):
+    kept: str = Field("default", exclude=True)
+
+
+@pytest.mark.parametrize(("model", "data", "problem"), [
+    (Scaled, {"size": 4}, "size: a worker would read another value"),
+    (Infinite, {}, "timeout: Input should be a valid number"),
+    (Hidden, {"kept": "from-file"}, "kept: a worker would read another value"),
+])
+def test_a_version_workers_would_read_otherwise_is_refused(
+        name: str, model: type[Any], data: dict[str, Any], problem: str) -> None:
+    with shmconf.Publisher(name, model=model) as publisher:
+        with pytest.raises(shmconf.ConfigValidationError, match=re.escape(problem)):
+            publisher.publish(data)
+        assert publisher.generation == 0
+        publisher.unlink()
+
+
+class Swapped(BaseModel):
+    x: int = Field(0, alias="y")
+    y: int = Field(0, alias="x")
+
+
+def test_a_name_that_is_another_fields_alias_keeps_its_value(name: str) -> None:
+    cfg = publish_and_read(name, Swapped, {"y": 1, "x": 2})
+    assert (cfg.x, cfg.y) == (1, 2)
+
+
+class One(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    a: int = 1
+
+
+def test_a_snapshot_hashes_as_the_applications_instance() -> None:
+    snapshot = snapshot_model(One).model_validate({})
+    assert snapshot == One()
+    assert hash(snapshot) == hash(One())
+    assert len({snapshot, One()}) == 1
+
+
+def test_base_settings_workers_read_no_dotenv_file(tmp_path: Path, name: str) -> None:
+    with shmconf.Publisher(name, model=Env) as publisher:
+        publisher.publish({"port": 70})
+        (tmp_path / ".env").write_bytes(b"SHMCONF_TEST_APP_PORT=\xff\xfe\n")
+        result = subprocess.run(
+            [sys.executable, "-c", WORKER, name], cwd=tmp_path, capture_output=True,
+            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["port"] == 70
+        publisher.unlink()
+
+
+class DotenvEnv(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHMCONF_TEST_APP_", env_file=".env")
+    port: int = 80

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import BaseModel, SecretStr, field_validator
 
@@ -132,3 +134,20 @@ def test_unlink_after_close_never_removes_another_publishers_name(name: str) -> 
             first.unlink()
         assert list_shm_names(name)
         second.unlink()
+
+
+def test_a_pinned_rollback_is_published_again_after_the_segment_is_gone(
+        tmp_path: Path, name: str) -> None:
+    source = tmp_path / "app.json"
+    source.write_text('{"v": 1}')
+    with shmconf.Publisher(name, sources=[source]) as publisher:
+        publisher.publish_now()
+        source.write_text('{"v": 2}')
+        publisher.publish_now()
+        publisher.rollback()  # pinned to v=1 while the sources hold v=2
+    shmconf.Publisher(name).unlink()  # the segment goes; the history and pin stay
+    with shmconf.Publisher(name, sources=[source]) as publisher:
+        publisher.publish_now()
+        with shmconf.attach(name) as reader:
+            assert reader.get()["v"] == 1
+        publisher.unlink()

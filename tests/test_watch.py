@@ -498,7 +498,7 @@ def test_falls_back_to_polling_when_a_later_watch_fails(
 def test_arguments_are_checked(config: Path) -> None:
     with pytest.raises(ValueError, match="'paths'"):
         Watcher([], lambda: None)
-    with pytest.raises(ValueError, match="'debounce' must be >= 0 seconds"):
+    with pytest.raises(ValueError, match="'debounce' must be 0 to 86400 seconds"):
         Watcher([config], lambda: None, debounce=-1)
     with pytest.raises(ValueError, match="'poll' must be a positive number"):
         Watcher([config], lambda: None, poll=0)

@@ -262,8 +262,13 @@ def mapped_names(candidates: list[str]) -> set[str]:
     """Which of ``candidates`` (shared-memory names) a live process has mapped.
 
     Reads ``/proc/*/maps``: a reader keeps its objects mapped until it closes
-    or exits, whatever layout version it runs. Processes of other users are
-    not readable unless this one is root; their mappings are not seen.
+    or exits, whatever layout version it runs. The maps of another user's
+    process, or of a non-dumpable one (a server that dropped privileges),
+    cannot be read unless this one is root; their mappings are not seen.
+    Removing the name of an object such a process maps does not disturb it:
+    a mapping outlives its name. It only keeps a new process of the old
+    version from attaching, and no publisher of the old version runs by then
+    (the caller holds the name's writer lock).
     """
     wanted = {f"{SHM_DIR}/{shm_name}": shm_name for shm_name in candidates}
     found: set[str] = set()
@@ -294,9 +299,17 @@ def unused_other_layouts(name: str) -> list[str]:
     if not others:
         return []
     in_use = mapped_names(others)
-    removed = [shm_name for shm_name in others if shm_name not in in_use]
-    for shm_name in removed:
-        unlink_shm(shm_name)
+    removed = []
+    for shm_name in others:
+        if shm_name in in_use:
+            continue
+        try:
+            unlink_shm(shm_name)
+        except OSError as exc:  # another user's object under this name
+            log.warning("cannot remove %s, an older layout of %r: %s", shm_name, name,
+                        exc.strerror)
+            continue
+        removed.append(shm_name)
     return removed
 
 

@@ -416,10 +416,10 @@ NESTED_DELIMITER: Final = "__"
 
 def nest(target: dict[str, Any], key: str, value: Any, where: str,
          line: int | None = None, *, parts: Sequence[str] | None = None) -> None:
-    """Set ``value`` at the path that ``key`` splits into at ``__``, lower-cased.
+    """Set ``value`` at the path that ``key`` splits into at ``__``, lower-cased (.env files).
 
-    ``parts`` gives the path instead (environment overrides match each part
-    to the keys and fields it names; see ``merge.py``).
+    ``parts`` gives the path instead, as it is (environment overrides match
+    each part to the keys and fields it names; see ``merge.py``).
 
     Raises:
         SourceError: naming ``where`` (and ``line``) when a part is empty or

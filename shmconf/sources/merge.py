@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -143,15 +144,17 @@ class _EnvSource(Source):
         node: Any = merged
         parts = []
         for part in self._parts:
-            folded = part.casefold()
+            folded = part.lower()  # as pydantic-settings compares names
             key = None
-            if isinstance(node, Mapping):
-                key = next((k for k in node if isinstance(k, str) and k.casefold() == folded),
-                           None)
             field = _model_field(model, folded) if model is not None else None
-            if key is None and field is not None:
-                key = field[0]
-            if model is not None and field is None:
+            if field is not None:
+                # The model's field: spelled as the sources spell it, if they do.
+                key = next((k for k in field[2] if isinstance(node, Mapping) and k in node),
+                           field[0])
+            elif model is None and isinstance(node, Mapping):
+                key = next((k for k in node if isinstance(k, str) and k.lower() == folded),
+                           None)
+            else:
                 self.matched = False
             parts.append(part if key is None else key)
             node = node.get(key) if key is not None and isinstance(node, Mapping) else None
@@ -164,11 +167,14 @@ class _EnvSource(Source):
         return data  # load_sources() checks it, as for every non-file source
 
 
-def _model_field(model: type[Any], folded: str) -> tuple[str, type[Any] | None] | None:
-    """``(key, nested model)`` of the field of ``model`` named (or aliased) ``folded``.
+def _model_field(model: type[Any], folded: str
+                 ) -> tuple[str, type[Any] | None, list[str]] | None:
+    """The field of ``model`` named or aliased ``folded`` (lower case).
 
-    The key is the field's alias when it has one (what files write), else its
-    name. The nested model is the model class the field holds, if one.
+    Returns ``(key, nested model, spellings)``: the key is the field's alias
+    when it has one (what files write), else its name; the nested model is
+    the model class the field holds directly (not inside a list or dict);
+    the spellings are every name validation accepts for it.
     """
     fields = getattr(model, "model_fields", None)
     if not isinstance(fields, Mapping):
@@ -178,16 +184,23 @@ def _model_field(model: type[Any], folded: str) -> tuple[str, type[Any] | None] 
         choices = getattr(info.validation_alias, "choices", None)
         if choices:
             names += list(choices)
-        if any(isinstance(n, str) and n.casefold() == folded for n in names):
+        spellings = [n for n in names if isinstance(n, str)]
+        if any(n.lower() == folded for n in spellings):
             return (info.alias if isinstance(info.alias, str) else name,
-                    _nested_model(info.annotation))
+                    _nested_model(info.annotation), spellings)
     return None
 
 
 def _nested_model(annotation: Any) -> type[Any] | None:
-    """The one model class an annotation holds (``Model``, ``Model | None``), if any."""
+    """The one model class an annotation is (``Model``, ``Model | None``), if any.
+
+    A list or dict of models is not: the next part of a key path would be
+    an index or a dict key, not a field.
+    """
     if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
         return annotation
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType, typing.Annotated):
+        return None
     found = [m for m in map(_nested_model, typing.get_args(annotation)) if m is not None]
     return found[0] if len(found) == 1 else None
 
@@ -241,7 +254,9 @@ def load_sources(
             later ones win.
         env_prefix: when given, every environment variable starting with it
             (case-insensitively) overrides the key it names:
-            ``{PREFIX}DATABASE__HOST=db`` sets ``database.host``. Off by default.
+            ``{PREFIX}DATABASE__HOST=db`` sets ``database.host`` when the
+            sources or the model spell it so, else ``DATABASE.HOST`` as
+            written. Off by default.
         environ: the variables to read instead of ``os.environ``.
         model: the pydantic model the data will be validated with: an
             override's key path is matched to its fields and aliases,
