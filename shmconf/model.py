@@ -40,6 +40,8 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, Final
 
+from shmconf import _gc
+
 #: True while the publisher validates: a BaseSettings reads its own sources then.
 _APPLYING_ENVIRONMENT: ContextVar[bool] = ContextVar("shmconf_apply_environment", default=False)
 #: Marks the classes made here, so that deriving is idempotent.
@@ -166,15 +168,17 @@ def _snapshot_eq(self: Any, other: object) -> Any:  # bool, or NotImplemented
     (see :func:`snapshot_model`). As a subclass, its ``__eq__`` runs first on
     either side of ``==``.
     """
-    from pydantic import BaseModel
+    if type(other) is not type(self):  # the common case, two snapshots, skips this
+        from pydantic import BaseModel
 
-    if not isinstance(other, BaseModel):
-        return NotImplemented
-    if snapshot_model(type(other)) is not snapshot_model(type(self)):
-        return False
-    same: bool = (self.__dict__ == other.__dict__
-                  and self.__pydantic_private__ == other.__pydantic_private__
-                  and self.__pydantic_extra__ == other.__pydantic_extra__)
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        if snapshot_model(type(other)) is not snapshot_model(type(self)):
+            return False
+    model: Any = other
+    same: bool = (self.__dict__ == model.__dict__
+                  and self.__pydantic_private__ == model.__pydantic_private__
+                  and self.__pydantic_extra__ == model.__pydantic_extra__)
     return same
 
 
@@ -235,10 +239,13 @@ def validate(model: type[Any], data: Any, *, by_name: bool = False) -> Any:
     Published data is keyed by field name; ``by_name`` reads it by name only,
     so that a field whose name is another field's alias cannot swap values.
     """
-    with validating():
+    token = _VALIDATING.set(True)  # not a contextmanager: this is a worker's read path
+    try:
         if by_name:
             return model.model_validate(data, by_alias=False, by_name=True)
         return model.model_validate(data)
+    finally:
+        _VALIDATING.reset(token)
 
 
 def _snapshot_annotation(annotation: Any) -> Any:
@@ -289,39 +296,38 @@ def published_data(instance: Any) -> dict[str, Any]:
 
     Keyed by field name (validation accepts names: see :func:`snapshot_model`),
     defaults included, secrets revealed: the segment is as private as the
-    files it came from, and workers need the real values.
+    files it came from, and workers need the real values. pydantic's JSON
+    mode writes every value (and masks secrets, which are then put back at
+    the paths :func:`shmconf.content.secret_paths` finds).
     """
-    from pydantic_core import to_jsonable_python
+    from shmconf.content import secret_paths
 
-    dumped = instance.model_dump(mode="python", by_alias=False, round_trip=True)
-    data: dict[str, Any] = to_jsonable_python(_reveal(type(instance), dumped))
+    with _gc.paused():  # a container per value, no cycles (see shmconf._gc)
+        data: dict[str, Any] = instance.model_dump(mode="json", by_alias=False,
+                                                   round_trip=True)
+    for path in secret_paths(instance):
+        _reveal_at(instance, data, path.split("."))
     return data
 
 
-def _reveal(model: type[Any], dumped: dict[str, Any]) -> dict[str, Any]:
-    """``dumped`` with the secrets of the fields that can hold one revealed."""
-    from shmconf.content import secret_field_names
-
-    names = secret_field_names(model)  # type: ignore[arg-type]  # a class is hashable
-    if not names:
-        return dumped
-    out = dict(dumped)
-    for name in names:
-        if name in out:
-            out[name] = _revealed(out[name])
-    return out
-
-
-def _revealed(value: Any) -> Any:
-    from pydantic import SecretBytes, SecretStr
-
-    if isinstance(value, (SecretStr, SecretBytes)):
-        return value.get_secret_value()
-    if isinstance(value, Mapping):
-        return {k: _revealed(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_revealed(v) for v in value]
-    return value
+def _reveal_at(instance: Any, data: Any, parts: list[str]) -> None:
+    """Put the secret at ``parts`` of ``instance`` in place of its mask in ``data``."""
+    value: Any = instance
+    node: Any = data
+    key: int | str
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        if isinstance(value, (list, tuple)):
+            value, key = value[int(part)], int(part)
+        elif isinstance(value, Mapping):
+            value, key = value[part], part
+        else:
+            value, key = getattr(value, part), part
+        if last:
+            secret = value.get_secret_value()
+            node[key] = secret.decode("utf-8") if isinstance(secret, bytes) else secret
+        else:
+            node = node[key]
 
 
 def round_trip_problems(model: type[Any], instance: Any, data: Mapping[str, Any],
@@ -334,8 +340,6 @@ def round_trip_problems(model: type[Any], instance: Any, data: Mapping[str, Any]
     publisher (and ``shmconf validate``) check it once, so that no worker
     ever meets it.
     """
-    import orjson
-
     from shmconf.content import changed_paths
     from shmconf.errors import validation_problems
 
@@ -343,12 +347,17 @@ def round_trip_problems(model: type[Any], instance: Any, data: Mapping[str, Any]
            "that is not idempotent, a field serializer or exclude, NaN or Infinity, strict "
            "types?)")
     try:
-        back = validate(model, orjson.loads(payload), by_name=True)
+        # As a worker parses and validates it (NaN is null in JSON), with the
+        # collector paused as the reader pauses it (shmconf._gc).
+        with validating(), _gc.paused():
+            back = model.model_validate_json(payload, by_alias=False, by_name=True)
     except ValueError as exc:
         return [f"{p} (in the published form: {why})" for p in validation_problems(exc)]
     except Exception as exc:  # a validator that raised something else
         return [f"(root): the model raised {type(exc).__name__} on the published form ({why})"]
-    if back == instance:
+    with _gc.paused():
+        same = back == instance
+    if same:
         return []
     paths = _differing_fields(instance, back) or changed_paths(data, published_data(back)) \
         or ["(root)"]

@@ -16,6 +16,7 @@ or exiting leaves the segment to the publisher.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -463,8 +464,7 @@ def _model_validator(model: type[Any] | None) -> Callable[[Any], Any] | None:
         raise TypeError(f"model must be a pydantic model class, got {model!r}")
     from shmconf.model import snapshot_model, validate
 
-    snapshot = snapshot_model(model)
-    return lambda data: validate(snapshot, data, by_name=True)
+    return functools.partial(validate, snapshot_model(model), by_name=True)
 
 
 def _trusted(trusted_owner: int | str | None) -> frozenset[int] | None:
