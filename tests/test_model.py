@@ -104,7 +104,6 @@ def test_published_data_validates_back_into_an_equal_instance(model: type[Any],
     json.dumps(form)  # plain JSON data
     back = snapshot.model_validate(json.loads(json.dumps(form)))
     assert back == published
-    assert repr(back) == repr(published)
     for secret in ("sekret-1", "s3cret", "pw-1", "pw-2"):
         if secret in json.dumps(data):
             assert secret in json.dumps(form)  # secrets are published, not masked
