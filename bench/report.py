@@ -410,8 +410,9 @@ def _new_generation(result: Any) -> str:
               body),
         "",
         "The first `get()` after a publish: copy the slot, check sequence words and checksum, "
-        "parse it with orjson, then either freeze the result into read-only mappings and "
-        "tuples (no model) or validate the parsed dict into the pydantic model; the cyclic "
+        "parse it with orjson, then either build read-only dicts and lists from the result "
+        "(shmconf.frozen, no model) or validate the parsed dict into the model's snapshot "
+        "class; the cyclic "
         "GC is paused meanwhile. Measured in the publishing process, after each of many "
         "publishes. The other columns time each step alone on the same payload; the last "
         "one, pydantic parsing the JSON bytes itself, is for comparison: barely faster, and "

@@ -54,7 +54,7 @@ def plain(snapshot: Any) -> Any:
     """A snapshot as plain JSON data; a model's secrets come out masked.
 
     ``model_dump(mode="json")`` turns ``SecretStr`` into ``**********``; a
-    mapping snapshot (read-only proxies and tuples) becomes dicts and lists.
+    model-less snapshot (FrozenDict, FrozenList) becomes plain dicts and lists.
     """
     dump = getattr(snapshot, "model_dump", None)
     if dump is not None:
