@@ -429,22 +429,45 @@ def _wait_service(
 def cmd_rollback(args: argparse.Namespace) -> int:
     status = collect(args.name)
     pid = _live_publisher(status)
+    # The target is named now, so that the request (and a retry of it) means
+    # one version whatever is published meanwhile.
+    target = args.to if args.to is not None else _previous_generation(args.name, status)
     if pid is None:
-        return _rollback_offline(args.name, args.to)
+        return _rollback_offline(args.name, target)
     request_id = uuid.uuid4().hex
     control.send_request(_paths.state_dir(args.name),
-                         {"id": request_id, "action": "rollback", "to": args.to})
+                         {"id": request_id, "action": "rollback", "to": target})
     os.kill(pid, signal.SIGHUP)
-    service = _wait_service(
-        args.name, args.timeout,
-        lambda s: (s.get("last_request") or {}).get("id") == request_id,
-    )
+    retry = (f"retry with `shmconf rollback {args.name} --to {target}` (it publishes nothing "
+             "if that version is already in force)")
+    if args.timeout == 0:
+        print(f"rollback to generation {target} requested from publisher pid {pid}; not "
+              f"waiting (see `shmconf status {args.name}`)")
+        return EXIT_OK
+    try:
+        service = _wait_service(
+            args.name, args.timeout,
+            lambda s: (s.get("last_request") or {}).get("id") == request_id,
+        )
+    except CommandError as exc:
+        raise CommandError(f"{exc}; the request to roll back to generation {target} stays "
+                           f"until the publisher's next SIGHUP: {retry}") from None
     outcome = service["last_request"]
     if not outcome.get("ok"):
         raise CommandError(f"rollback failed: {outcome.get('error')}")
     print(f"rolled back: generation {outcome['generation']} now holds the older content; "
           "the publisher keeps it until its sources change")
     return EXIT_OK
+
+
+def _previous_generation(name: str, status: Status) -> int:
+    """The kept version before the published one, with other content (what rollback means)."""
+    versions = _history(name).versions()
+    older = [v for v in versions
+             if v.generation < status.generation and v.digest != status.digest]
+    if not older:
+        raise CommandError(f"config {name!r}: no earlier version is kept to roll back to")
+    return older[-1].generation
 
 
 def _rollback_offline(name: str, to: int | None) -> int:
@@ -649,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", type=int, metavar="GEN", help="default: the version before the live one")
     p.add_argument("--timeout", type=duration, default=DEFAULT_REPLY_TIMEOUT_S,
                    metavar="DURATION", help="how long to wait for the running publisher "
-                                            "(default 10s)")
+                                            "(default 10s; 0: do not wait)")
 
     p = add("reload", cmd_reload, "ask the running publisher to reload now")
     p.add_argument("--timeout", type=duration, default=DEFAULT_REPLY_TIMEOUT_S,

@@ -347,7 +347,9 @@ class Publisher:
 
         ``to`` defaults to the version before the published one. The pin
         keeps the running service from overwriting the rollback until its
-        sources change (see :class:`~shmconf.history.Pin`).
+        sources change (see :class:`~shmconf.history.Pin`). Rolling back to a
+        version whose content is already published and pinned publishes
+        nothing, so a retry with the same ``to`` is harmless.
         """
         versions = self.history.versions()
         current = self.generation
@@ -366,6 +368,11 @@ class Publisher:
                     f"config {self.name!r}: generation {to} is not in the history (kept: {kept})"
                 )
             target = found
+        if target.digest == self._digest and self.history.pin() is not None:
+            # Already in force (a retried `shmconf rollback --to N`): nothing to do.
+            log.info("config %r: the content of generation %d is already published and "
+                     "pinned", self.name, target.generation)
+            return self.generation
         instance = self.validate(target.data, environment=False)
         generation = self._publish(
             target.data, instance, origin="rollback", source_names=target.sources, force=True

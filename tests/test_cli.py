@@ -151,6 +151,18 @@ def test_rollback_publishes_old_content_as_new_generation(running: Running, idle
     assert running.edit(CONFIG.replace("hello", "fixed")) == 4
 
 
+def test_a_rollback_names_its_target_so_a_retry_changes_nothing(running: Running) -> None:
+    running.edit(CONFIG.replace("hello", "broken-release"))  # generation 2
+    result = run("rollback", running.name, "--timeout", "0")
+    assert result.returncode == 0, result.stderr
+    assert "rollback to generation 1 requested" in result.stdout
+    wait_until(lambda: running.generation() == 3, message="the rollback")
+    # The retry a timeout message advises: nothing more is published.
+    result = run("rollback", running.name, "--to", "1")
+    assert result.returncode == 0, result.stderr
+    assert running.generation() == 3
+
+
 def test_reload_reports_unchanged_and_rejections(running: Running) -> None:
     result = run("reload", running.name)
     assert result.returncode == 0, result.stderr
