@@ -525,14 +525,14 @@ def cmd_unlink(args: argparse.Namespace) -> int:
     except PermissionError as exc:
         raise CommandError(f"cannot remove {exc.filename or 'a segment'} of {name!r}: another "
                            "user owns it; run `shmconf unlink` as that user (or root)") from None
-    lock = _paths.lock_path(name)
+    lock = _paths.runtime_path() / f"{name}.lock"  # unlinking creates nothing
     if lock.exists():
         lock.unlink()
         removed.append(str(lock))
     if args.purge:
         import shutil
 
-        state = _paths.runtime_dir() / name
+        state = _paths.runtime_path() / name
         if state.exists():
             shutil.rmtree(state)
             removed.append(str(state))

@@ -183,6 +183,11 @@ class Publisher:
         self._reported_unmatched: tuple[str, ...] = ()
         self._on_publish: list[Callable[[int, Mapping[str, Any]], object]] = []
         self._runtime_dir = runtime_dir
+        # What this publisher creates, so that a first start that never
+        # publishes (its config was rejected) can leave nothing behind.
+        state_path = _paths.runtime_path(runtime_dir) / name
+        self._new_state = not state_path.exists()
+        self._new_lock = not (_paths.runtime_path(runtime_dir) / f"{name}.lock").exists()
         self.lock_file = _paths.lock_path(name, runtime_dir)
         self._lock = filelock.FileLock(self.lock_file, mode=mode, thread_local=False)
         self._acquire(standby, standby_timeout)
@@ -559,16 +564,36 @@ class Publisher:
         Readers keep serving the last generation; a new publisher continues it.
         """
         self.stop()
+        never_published = False
         if self._writer is not None:
-            if self._writer.never_published:
+            never_published = self._writer.never_published
+            if never_published:
                 # Never published (a first start whose config was rejected):
                 # leave no empty segment behind for readers to wait on.
                 self._writer.unlink()
             self._writer.close()
             self._writer = None
+        if never_published:
+            self._remove_what_was_created()
         if self._lock is not None:
             self._lock.release(force=True)
             self._lock = None
+
+    def _remove_what_was_created(self) -> None:
+        """After a start that published nothing: the state directory and lock file it made.
+
+        Only while still holding the lock, and only what is empty: nothing
+        another publisher or an earlier run wrote is touched.
+        """
+        if self._lock is None or not hasattr(self, "state_dir"):
+            return
+        if self._new_state:
+            with contextlib.suppress(OSError):
+                (self.state_dir / "history").rmdir()
+                self.state_dir.rmdir()
+        if self._new_lock:
+            with contextlib.suppress(OSError):
+                self.lock_file.unlink()
 
     def unlink(self) -> None:
         """Remove the name's segments and its lock file, then close.

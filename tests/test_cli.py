@@ -216,8 +216,11 @@ def test_invalid_initial_config_exits_1_with_location(name: str, tmp_path: Path)
     result = run("publish", name, "-c", str(bad))
     assert result.returncode == 1
     assert f"{bad}:2" in result.stderr
-    assert list_shm_names(name) in ([], [anchor_shm_name(name)])
-    run("unlink", name, "--force")
+    # A failed first start leaves nothing: no segment, lock file or state.
+    assert list_shm_names(name) == []
+    runtime = Path(os.environ["SHMCONF_RUNTIME_DIR"])
+    assert not (runtime / f"{name}.lock").exists()
+    assert not (runtime / name).exists()
 
 
 def test_unlink_refuses_live_publisher_then_leaves_nothing(running: Running) -> None:

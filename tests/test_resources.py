@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,42 @@ def test_state_dir_is_private(name: str, runtime_dir: Path) -> None:
         for file in publisher.history.directory.iterdir():
             assert file.stat().st_mode & 0o777 == 0o600, file
         publisher.unlink()
+
+
+def test_a_shared_runtime_dir_is_refused_and_left_as_it_is(name: str, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    with pytest.raises(_paths.RuntimeDirError, match="writable by other users") as info:
+        shmconf.Publisher(name, runtime_dir=shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777  # never chmod'ed
+    # The advice, followed literally, works.
+    advice = str(info.value).rsplit("--runtime-dir ", 1)[1]
+    with shmconf.Publisher(name, runtime_dir=advice) as publisher:
+        publisher.publish({"a": 1})
+        assert stat.S_IMODE(os.stat(advice).st_mode) == 0o700
+        publisher.unlink()
+
+
+def test_an_existing_private_enough_dir_keeps_its_mode(name: str, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o755)
+    mine.chmod(0o755)
+    with shmconf.Publisher(name, runtime_dir=mine) as publisher:
+        publisher.publish({"a": 1})
+        publisher.unlink()
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o755
+
+
+def test_read_only_commands_and_unlink_leave_a_shared_dir_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    for command in (["history", "nosuchname"], ["status", "nosuchname"],
+                    ["unlink", "nosuchname"]):
+        result = subprocess.run([sys.executable, "-m", "shmconf", "--runtime-dir", str(shared),
+                                 *command], capture_output=True, text=True, timeout=60,
+                                check=False)
+        assert result.returncode == 1, result.stderr
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+        assert list(shared.iterdir()) == []
