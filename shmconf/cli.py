@@ -382,7 +382,8 @@ def diff_versions(old: Version, new: Version) -> list[dict[str, Any]]:
                 entry[f"{side}_present"] = False
                 continue
             entry[f"{side}_present"] = True
-            entry[side] = content.REDACTED if is_secret else content.redact(value, secrets)
+            entry[side] = (content.REDACTED if is_secret
+                           else content.redact(value, secrets, tuple(parts)))
         entry["secret"] = is_secret
         changes.append(entry)
     return changes

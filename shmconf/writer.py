@@ -36,6 +36,13 @@ from shmconf.protocol.slot import create_data, open_data, read_slot, write_slot
 
 log = logging.getLogger("shmconf.writer")
 
+#: How far the anchor's generation may lead the history's last one at open
+#: (publishes whose history record failed); beyond it the count is damage.
+_MAX_UNRECORDED: Final = 1 << 32
+#: Names of the owned anchor words, for the tamper warning.
+_WORD_NAMES: Final = {L.A_GENERATION: "generation", L.A_DATA_SERIAL: "data_serial",
+                      L.A_SLOT_CAPACITY: "slot_capacity", L.A_PUBLISHER_PID: "publisher_pid",
+                      L.A_FLAGS: "flags"}
 #: No real publisher gets near 2**63 generations; a count that does was
 #: overwritten by something else, and must not wrap the u64 word.
 _GENERATION_LIMIT: Final = 1 << 63
@@ -90,6 +97,40 @@ class Writer:
         words[L.A_STARTED_NS] = now
         words[L.A_HEARTBEAT_NS] = now
         words[L.A_FLAGS] = 0
+        generation = int(words[L.A_GENERATION])
+        if self._floor and generation > self._floor + _MAX_UNRECORDED:
+            # The history records (nearly) every publish: a count this far past
+            # it was written by something else. Continue from the history.
+            # (A smaller lead is real: publishes whose record failed, or the
+            # writer used without a Publisher; generations never go back.)
+            log.warning("config %r: the anchor's generation %d is past the history's last "
+                        "(%d): damaged or tampered with; continuing from %d", self.name,
+                        generation, self._floor, self._floor)
+            words[L.A_GENERATION] = generation = self._floor
+        #: The words this writer owns, as it last wrote them (see check_words()).
+        self._owned: dict[int, int] = {
+            L.A_GENERATION: generation, L.A_DATA_SERIAL: int(words[L.A_DATA_SERIAL]),
+            L.A_SLOT_CAPACITY: int(words[L.A_SLOT_CAPACITY]),
+            L.A_PUBLISHER_PID: os.getpid(), L.A_FLAGS: 0,
+        }
+
+    def check_words(self) -> None:
+        """Restore the anchor words this writer owns if something else changed them.
+
+        Called before each publish and with each heartbeat. Only the writer
+        writes these words; a different value means damage, or a process of
+        the owner (or root) scribbling on the segment. It is logged as a
+        warning, with what was found, and put back, so that readers are led
+        back to the real generation and data segment within a heartbeat.
+        """
+        words = self.anchor.words
+        for index, expected in self._owned.items():
+            found = int(words[index])
+            if found != expected:
+                log.warning("config %r: anchor word %s was %d, expected %d (damaged or "
+                            "tampered with); restored", self.name, _WORD_NAMES[index],
+                            found, expected)
+                words[index] = expected
 
     def _open_data(self, slot_capacity: int) -> None:
         words = self.anchor.words
@@ -166,13 +207,15 @@ class Writer:
         (steps G1-G4). A failure there (a full ``/dev/shm``) raises before
         anything a reader can see has changed.
         """
+        self.check_words()
         words = self.anchor.words
         generation = max(words[L.A_GENERATION], self._floor) + 1
         if generation >= _GENERATION_LIMIT:
             raise SegmentError(
                 self.anchor.shm_name,
-                f"generation {generation - 1} is beyond any real count: the anchor is "
-                "corrupted; `shmconf unlink` the name and restart the publisher",
+                f"generation {generation - 1} is beyond any real count, in the anchor and "
+                "the history alike: run `shmconf unlink NAME --purge` (it removes the "
+                "history too) and restart the publisher",
             )
         if len(meta) + len(payload) > self._capacity:
             self._grow(len(meta) + len(payload))  # G1-G3; W1-W4 below are then G4
@@ -189,6 +232,7 @@ class Writer:
             published_ns=published_ns,
         )
         words[L.A_GENERATION] = generation  # W4: the commit point; pairs with the reader's R1
+        self._owned[L.A_GENERATION] = generation
         words[L.A_HEARTBEAT_NS] = published_ns
         return generation
 
@@ -210,6 +254,7 @@ class Writer:
         new.write(L.slot_offset(published, stride), old.read(src, src + used))  # G2
         words[L.A_SLOT_CAPACITY] = capacity
         words[L.A_DATA_SERIAL] = serial  # G3: pairs with the reader's R2
+        self._owned[L.A_SLOT_CAPACITY], self._owned[L.A_DATA_SERIAL] = capacity, serial
         self._data, self._capacity, self._stride = new, capacity, stride
         old.close()
         old.unlink()  # readers that mapped it keep their mapping until they move on
@@ -226,6 +271,7 @@ class Writer:
         While objects of another layout version of the name remain, also
         remove those that no process maps any more.
         """
+        self.check_words()
         self.anchor.words[L.A_HEARTBEAT_NS] = time.time_ns()
         if self._old_layouts:
             self.remove_old_layouts()

@@ -1,0 +1,85 @@
+"""The publisher owns its anchor words: damage is logged, restored, and never continued from."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+
+import shmconf
+from shmconf.protocol import layout as L
+from shmconf.protocol.anchor import open_anchor
+from tests.helpers import REPO
+
+
+def scribble(name: str, index: int, value: int) -> None:
+    """Write one anchor word as a careless process of the owner could."""
+    anchor = open_anchor(name, writable=True)
+    try:
+        anchor.words[index] = value
+    finally:
+        anchor.close()
+
+
+def test_a_bumped_generation_is_restored_and_publishing_goes_on(
+        name: str, caplog: pytest.LogCaptureFixture) -> None:
+    with shmconf.Publisher(name) as publisher:
+        assert publisher.publish({"v": 1}) == 1
+        reader = shmconf.attach(name)
+        scribble(name, L.A_GENERATION, 2**63 - 3)
+        with caplog.at_level(logging.WARNING, logger="shmconf.writer"):
+            assert publisher.publish({"v": 2}) == 2
+        assert "anchor word generation was 9223372036854775805, expected 1" in caplog.text
+        assert reader.get()["v"] == 2
+        reader.close()
+        publisher.unlink()
+
+
+def test_a_damaged_data_serial_is_restored_by_the_heartbeat(
+        name: str, caplog: pytest.LogCaptureFixture) -> None:
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish({"v": 1})
+        reader = shmconf.attach(name)
+        serial = publisher.writer.anchor.words[L.A_DATA_SERIAL]
+        scribble(name, L.A_DATA_SERIAL, 7)
+        with caplog.at_level(logging.WARNING, logger="shmconf.writer"):
+            publisher.writer.heartbeat()
+        assert f"anchor word data_serial was 7, expected {serial}" in caplog.text
+        publisher.publish({"v": 2})
+        assert reader.get()["v"] == 2  # adopted: the readers were led back
+        reader.close()
+        publisher.unlink()
+
+
+def test_a_restart_never_continues_from_an_absurd_generation(name: str) -> None:
+    with shmconf.Publisher(name) as publisher:
+        for value in range(3):
+            publisher.publish({"v": value})
+    scribble(name, L.A_GENERATION, 2**63 - 3)
+    with shmconf.Publisher(name) as publisher:
+        assert publisher.generation == 3
+        assert publisher.publish({"v": 9}) == 4
+        publisher.unlink()
+
+
+def test_the_advice_for_an_exhausted_count_works(name: str) -> None:
+    # Anchor and history both past any real count: the message's advice,
+    # followed literally, gives a name that publishes again.
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish({"v": 1})
+        history = publisher.history.directory
+    (history / f"{2**63 - 1:020d}.json").write_bytes(
+        (history / f"{1:020d}.json").read_bytes().replace(b'"generation":1', b'"generation":'
+                                                          + str(2**63 - 1).encode()))
+    with shmconf.Publisher(name) as publisher, pytest.raises(shmconf.SegmentError) as info:
+        publisher.publish({"v": 2})
+    advice = str(info.value)
+    assert "`shmconf unlink NAME --purge`" in advice
+    result = subprocess.run([sys.executable, "-m", "shmconf", "unlink", name, "--purge"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    with shmconf.Publisher(name) as publisher:
+        assert publisher.publish({"v": 3}) == 1
+        publisher.unlink()
