@@ -462,13 +462,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _previous_generation(name: str, status: Status) -> int:
-    """The kept version before the published one, with other content (what rollback means)."""
-    versions = _history(name).versions()
-    older = [v for v in versions
-             if v.generation < status.generation and v.digest != status.digest]
-    if not older:
+    """The kept version before the published one, as ``Publisher.rollback()`` picks it."""
+    found = _history(name).before(status.generation, status.digest)
+    if found is None:
         raise CommandError(f"config {name!r}: no earlier version is kept to roll back to")
-    return older[-1].generation
+    return found.generation
 
 
 def _rollback_offline(name: str, to: int | None) -> int:

@@ -132,6 +132,14 @@ class History:
         except FileNotFoundError:
             return None
 
+    def before(self, generation: int, digest: str | None) -> Version | None:
+        """The newest kept version older than ``generation`` with other content than ``digest``.
+
+        What a rollback without ``--to`` goes back to.
+        """
+        older = [v for v in self.versions() if v.generation < generation and v.digest != digest]
+        return older[-1] if older else None
+
     def last_generation(self) -> int:
         """The newest kept generation, 0 when there is none."""
         names = self._names()

@@ -223,27 +223,19 @@ def _settings_init(self: Any, **values: Any) -> None:
         BaseModel.__init__(self, **values)
 
 
-@contextlib.contextmanager
-def validating() -> Iterator[None]:
-    """Inside, validators of a snapshot class may assign fields (shmconf only)."""
-    token = _VALIDATING.set(True)
-    try:
-        yield
-    finally:
-        _VALIDATING.reset(token)
-
-
 def validate(model: type[Any], data: Any, *, by_name: bool = False) -> Any:
-    """``model.model_validate(data)`` for a snapshot class; ``by_name`` for published data.
+    """Validate ``data`` (parsed, or JSON bytes) with a snapshot class.
 
+    Validators may assign fields meanwhile (see :func:`_refuse_setattr`).
     Published data is keyed by field name; ``by_name`` reads it by name only,
     so that a field whose name is another field's alias cannot swap values.
     """
+    names = {"by_alias": False, "by_name": True} if by_name else {}
     token = _VALIDATING.set(True)  # not a contextmanager: this is a worker's read path
     try:
-        if by_name:
-            return model.model_validate(data, by_alias=False, by_name=True)
-        return model.model_validate(data)
+        if isinstance(data, bytes):
+            return model.model_validate_json(data, **names)
+        return model.model_validate(data, **names)
     finally:
         _VALIDATING.reset(token)
 
@@ -274,14 +266,12 @@ def _snapshot_annotation(annotation: Any) -> Any:
 def _settings_sources(  # noqa: PLR0917 - the signature pydantic-settings calls
         cls: type[Any], settings_cls: type[Any], init_settings: Any, env_settings: Any,
         dotenv_settings: Any, file_secret_settings: Any) -> tuple[Any, ...]:
-    """A BaseSettings snapshot model's sources: its own ones in the publisher, else the data.
+    """A BaseSettings snapshot model's sources, in the publisher (see :func:`_settings_init`).
 
-    In the publisher, the model's own order (its ``settings_customise_sources``)
-    is kept, but the published files (the init data) go last: they are the
-    base that the environment, ``.env`` and the secrets directory override.
+    The model's own order (its ``settings_customise_sources``) is kept, but
+    the published files (the init data) go last: they are the base that the
+    environment, ``.env`` and the secrets directory override.
     """
-    if not _APPLYING_ENVIRONMENT.get():
-        return (init_settings,)
     # The application's own order: the first definition up the MRO not made here.
     own = next(k.__dict__["settings_customise_sources"].__func__ for k in settings_cls.__mro__
                if "settings_customise_sources" in k.__dict__
@@ -349,8 +339,8 @@ def round_trip_problems(model: type[Any], instance: Any, data: Mapping[str, Any]
     try:
         # As a worker parses and validates it (NaN is null in JSON), with the
         # collector paused as the reader pauses it (shmconf._gc).
-        with validating(), _gc.paused():
-            back = model.model_validate_json(payload, by_alias=False, by_name=True)
+        with _gc.paused():
+            back = validate(model, payload, by_name=True)
     except ValueError as exc:
         return [f"{p} (in the published form: {why})" for p in validation_problems(exc)]
     except Exception as exc:  # a validator that raised something else

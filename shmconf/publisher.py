@@ -356,19 +356,17 @@ class Publisher:
         version whose content is already published and pinned publishes
         nothing, so a retry with the same ``to`` is harmless.
         """
-        versions = self.history.versions()
-        current = self.generation
         if to is None:
-            older = [v for v in versions if v.generation < current and v.digest != self._digest]
-            if not older:
+            found = self.history.before(self.generation, self._digest)
+            if found is None:
                 raise ShmconfError(
                     f"config {self.name!r}: no earlier version is kept to roll back to"
                 )
-            target = older[-1]
+            target = found
         else:
             found = self.history.get(to)
             if found is None:
-                kept = ", ".join(str(v.generation) for v in versions) or "none"
+                kept = ", ".join(str(v.generation) for v in self.history.versions()) or "none"
                 raise ShmconfError(
                     f"config {self.name!r}: generation {to} is not in the history (kept: {kept})"
                 )
