@@ -28,7 +28,7 @@ from shmconf.model import import_model
 from shmconf.protocol import control
 from shmconf.protocol.block import list_shm_names, other_layout_names, unlink_shm
 from shmconf.protocol.layout import anchor_shm_name, validate_name
-from shmconf.status import Status, collect
+from shmconf.status import ReaderStatus, Status, collect
 
 log = logging.getLogger("shmconf.cli")
 
@@ -254,21 +254,35 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows.append(("rejections", ", ".join(f"{k} {v}" for k, v in service["rejections"].items())))
     print(_format_table(rows))
     print()
+    if status.readers_unlisted:
+        print(f"readers: not listed: {status.readers_unlisted}")
+        return EXIT_OK
     if not status.readers:
         print("readers: none attached")
         return EXIT_OK
-    reader_rows = [("PID", "GENERATION", "STATE")]
+    reader_rows = [("PID", "GENERATION", "ADOPTS", "STATE")]
     for r in status.readers:
-        if not r.alive:
-            state = _colour("dead (entry reclaimed)", "31")
-        elif r.generation >= status.generation:
-            state = "current"
-        else:
-            state = _colour(f"behind by {status.generation - r.generation}", "33")
-        reader_rows.append((str(r.pid), str(r.generation), state))
-    print(f"readers: {sum(r.alive for r in status.readers)} live")
+        reader_rows.append((str(r.pid), str(r.generation),
+                            "when idle" if r.idle_adoption else "on read",
+                            _reader_state(r, status.generation)))
+    full = " (the table is full: more readers may read unlisted)" \
+        if status.readers_table_full else ""
+    print(f"readers: {sum(r.alive for r in status.readers)} live{full}")
     print(_format_table(reader_rows))
     return EXIT_OK
+
+
+def _reader_state(reader: ReaderStatus, published: int) -> str:
+    if not reader.alive:
+        return _colour("dead (entry reclaimed)", "31")
+    if reader.generation >= published:
+        return "current"
+    if reader.refused > reader.generation:
+        return _colour(f"refused generation {reader.refused} (see its log)", "31")
+    behind = f"behind by {published - reader.generation}"
+    if reader.idle_adoption:
+        return _colour(f"{behind}, adopting", "33")
+    return _colour(f"{behind} until its next read (no idle adoption)", "33")
 
 
 def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool) -> int:
@@ -289,19 +303,24 @@ def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool) -> i
         time.sleep(pause)
         pause = min(pause * 2, 0.2)
     behind = ", ".join(f"pid {r.pid} at {r.generation}" for r in laggards)
+    advice = ""
     if status.generation < generation:
         reason = f"generation {generation} is not published (published: {status.generation})"
     else:
         reason = f"readers still behind: {behind}"
+        if any(r.refused > r.generation for r in laggards):
+            advice = ("; a reader that refused a generation (it does not fit that worker's "
+                      "model) says why in its log")
+        if any(not r.idle_adoption for r in laggards):
+            advice += ("; a reader without idle adoption adopts on its next read: attach with "
+                       "idle_adoption=True (the integrations' default)")
     if as_json:
         _emit_json({
             "ok": False, "generation": generation, "published": status.generation,
-            "laggards": [{"pid": r.pid, "generation": r.generation} for r in laggards],
+            "laggards": [{"pid": r.pid, "generation": r.generation, "refused": r.refused,
+                          "idle_adoption": r.idle_adoption} for r in laggards],
         })
-    raise CommandError(
-        f"timed out after {timeout:g}s: {reason}. Readers adopt a generation on their next "
-        "read; an idle worker catches up when it serves a request"
-    )
+    raise CommandError(f"timed out after {timeout:g}s: {reason}{advice}")
 
 
 def _published_view(name: str) -> tuple[int, dict[str, Any], Any]:

@@ -9,6 +9,12 @@ the steps and why each check is needed). Any failed check goes back to R1, a
 bounded number of times; a copy that passes is one the writer finished, of
 generation ``g``: never torn, never older than ``g``.
 
+A reader maps only the anchor, read-only; it copies slots out of the data
+segment with ``pread`` and writes its reader-table entry with ``pwrite``.
+With idle adoption on (``attach(..., idle_adoption=True)``, the default of
+every integration), a thread sleeps on the anchor's wake word and adopts each
+new generation as soon as it is published (``shmconf/adoption.py``).
+
 Readers never unlink and never register with the resource tracker; closing
 or exiting leaves the segment to the publisher.
 """
@@ -28,7 +34,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any, Final, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 import orjson
 
@@ -47,6 +53,10 @@ from shmconf.protocol.anchor import open_anchor
 from shmconf.protocol.block import SharedBlock
 from shmconf.protocol.layout import anchor_shm_name, validate_name
 from shmconf.protocol.slot import open_data, read_slot
+from shmconf.protocol.table import open_table
+
+if TYPE_CHECKING:
+    from shmconf.adoption import IdleAdopter
 
 log = logging.getLogger("shmconf.reader")
 
@@ -89,22 +99,27 @@ class Reader(Generic[T]):
     # a slot is cheaper than from an instance dict.
     __slots__ = (
         "__weakref__",
+        "_adopted_ns",
+        "_adopter",
         "_anchor",
         "_bad_generation",
         "_callbacks",
         "_capacity",
         "_data",
         "_entry",
+        "_expect",
         "_gen",
         "_lock",
         "_meta",
         "_model",
         "_pid",
         "_published_ns",
+        "_register",
         "_retired_check_at",
         "_serial",
         "_snapshot",
         "_stride",
+        "_table",
         "_trusted_uids",
         "_words",
         "name",
@@ -116,12 +131,18 @@ class Reader(Generic[T]):
         anchor: SharedBlock,
         model: Callable[[Any], T] | None,
         trusted_uids: frozenset[int] | None,
+        register: bool = True,
     ) -> None:
         self.name = name
         self._anchor: SharedBlock | None = anchor
         self._words: memoryview = anchor.words
         self._model = model
         self._trusted_uids = trusted_uids
+        self._register = register
+        self._table: SharedBlock | None = None
+        self._adopter: IdleAdopter | None = None
+        self._adopted_ns = 0
+        self._expect = 0
         self._lock = threading.Lock()
         self._gen: int = -1
         self._bad_generation: int = -1
@@ -206,9 +227,41 @@ class Reader(Generic[T]):
         """Adopt the newest generation now (callbacks included); same as ``get()``.
 
         Useful in an idle process that wants its change callbacks to run
-        without waiting for the next ``get()``.
+        without waiting for the next ``get()``; :meth:`start_idle_adoption`
+        does it for every publish.
         """
         return self.get()
+
+    def start_idle_adoption(self) -> None:
+        """Adopt each new generation as soon as it is published, without a ``get()``.
+
+        A daemon thread sleeps on the anchor's wake word (a ``futex``: no CPU
+        while nothing is published) and adopts a new generation when the
+        publisher wakes it, so change callbacks run and ``shmconf status
+        --wait-for`` converges in a process that serves no requests. The
+        parse happens on that thread, not on a request. Survives ``fork``:
+        a child starts its own thread. Idempotent.
+        """
+        from shmconf.adoption import IdleAdopter
+
+        if self._anchor is None:
+            raise ValueError(f"reader of {self.name!r} is closed")
+        if self._adopter is None:
+            self._adopter = IdleAdopter(self)
+            self._adopter.start()
+            self._update_entry()
+
+    def stop_idle_adoption(self) -> None:
+        """Stop the idle-adoption thread; ``get()`` adopts on the next call again."""
+        adopter, self._adopter = self._adopter, None
+        if adopter is not None:
+            adopter.stop()
+            self._update_entry()
+
+    @property
+    def idle_adoption(self) -> bool:
+        """Whether a thread adopts new generations while this process is idle."""
+        return self._adopter is not None
 
     # -- the slow path -----------------------------------------------------------
 
@@ -226,6 +279,7 @@ class Reader(Generic[T]):
                 self._adopt()
             except _Unreadable:
                 self._bad_generation = generation
+                self._update_entry()
                 if self._gen < 0:
                     raise SegmentError(
                         anchor_shm_name(self.name),
@@ -239,6 +293,7 @@ class Reader(Generic[T]):
                 return self._snapshot
             except ConfigValidationError as exc:
                 self._bad_generation = generation
+                self._update_entry()
                 if self._gen < 0:
                     raise
                 log.error("config %r: %s; still serving generation %d", self.name, exc, self._gen)
@@ -268,7 +323,8 @@ class Reader(Generic[T]):
         self._published_ns = published_ns
         self._snapshot = snapshot  # first the object, then the generation the
         self._gen = generation     # fast path compares: a thread never pairs them wrongly
-        self._record(generation)
+        self._adopted_ns = time.time_ns()
+        self._update_entry()
 
     def _read_slot(self) -> tuple[int, bytes, bytes, int]:
         words = self._words
@@ -277,18 +333,21 @@ class Reader(Generic[T]):
                 _backoff(attempt)
             generation = words[L.A_GENERATION]  # R1: pairs with W4
             serial = words[L.A_DATA_SERIAL]  # R2: pairs with G3
-            if serial != self._serial and not self._map_data(serial):
+            if serial != self._serial and not self._open_data(serial):
                 continue
             data = self._data
             if data is None:
                 continue
-            found = read_slot(data, generation, self._stride, self._capacity)  # R3-R6
+            found = read_slot(data, generation, self._stride, self._capacity,  # R3-R6
+                              self._expect)
             if found is not None:
                 meta, payload, published_ns = found
+                # The next config is usually about this size: one pread then.
+                self._expect = len(meta) + len(payload) + 512
                 return generation, meta, payload, published_ns
         raise _Unreadable
 
-    def _map_data(self, serial: int) -> bool:
+    def _open_data(self, serial: int) -> bool:
         try:
             block, capacity, stride = open_data(
                 self.name, serial, writable=False, trusted_uids=self._trusted_uids
@@ -322,33 +381,71 @@ class Reader(Generic[T]):
                 raise ConfigValidationError(
                     self.name, [f"(root): the model raised {type(exc).__name__}"]) from None
 
-    def _record(self, generation: int) -> None:
-        """R7's bookkeeping: publish this process's generation in the reader table."""
-        anchor = self._anchor
-        if anchor is None or not anchor.writable:
+    def _update_entry(self) -> None:
+        """R7's bookkeeping: write this process's entry in the reader table.
+
+        Claims an entry on the first call in a process (and after a fork or
+        when the table was made again); a reader that cannot be listed (no
+        table, no write access, every entry held) reads on, unlisted.
+        """
+        if not self._register or self._anchor is None or self._gen < 0:
             return
-        if self._entry is None or self._pid != os.getpid():
+        try:
+            self._write_entry()
+        except (OSError, ValueError) as exc:
+            log.debug("config %r: not listed in the reader table: %s", self.name, exc)
+
+    def _write_entry(self) -> None:
+        table_block = self._table
+        if table_block is not None and (
+            self._pid != os.getpid() or not os.fstat(table_block.fileno()).st_nlink
+        ):
+            self._drop_table(release=self._pid == os.getpid())
+            table_block = None
+        if table_block is None:
             self._pid = os.getpid()
             try:
-                self._entry = table.claim(anchor, self._pid, generation)
-            except OSError as exc:  # the table lock failed (ENOLCK): reads go on
-                log.debug("config %r: not listed in the reader table: %s", self.name, exc)
-        else:
-            table.update(anchor, self._entry, generation)
+                table_block = open_table(self.name, writable=True,
+                                         trusted_uids=self._trusted_uids)
+            except (FileNotFoundError, PermissionError):
+                return
+            self._table, self._entry = table_block, None
+        flags = L.ENTRY_IDLE_ADOPTION if self._adopter is not None else 0
+        refused = max(self._bad_generation, 0)
+        if self._entry is None:
+            self._entry = table.claim(table_block, self._pid, self._gen, flags)
+            if self._entry is None:
+                return
+        table.update(table_block, self._entry, self._pid, self._gen, flags=flags,
+                     adopted_ns=self._adopted_ns, refused=refused)
+
+    def _drop_table(self, *, release: bool) -> None:
+        """Let go of the reader table: clear this process's entry when ``release``.
+
+        A forked child passes False: the entry and its lock belong to the
+        parent (the child's copy of the descriptor shares them), so the child
+        only closes its copy.
+        """
+        table_block, entry = self._table, self._entry
+        self._table = self._entry = None
+        if table_block is None:
+            return
+        if release and entry is not None:
+            with contextlib.suppress(OSError, ValueError):
+                table.release(table_block, entry)
+        table_block.close()
 
     def _follow_new_anchor(self) -> None:
         """The anchor was unlinked; switch to a new one under the name if there is one."""
         try:
-            anchor = open_anchor(
-                self.name, writable=True, trusted_uids=self._trusted_uids
-            )
+            anchor = open_anchor(self.name, writable=False, trusted_uids=self._trusted_uids)
         except (FileNotFoundError, PermissionError, AnchorNotReady):
             raise _Unreadable from None
         old = self._anchor
         if old is not None:
-            self._release_entry()
+            self._drop_table(release=self._pid == os.getpid())
             old.close()
-        self._anchor, self._words, self._entry = anchor, anchor.words, None
+        self._anchor, self._words = anchor, anchor.words
         self._serial = 0
         self._bad_generation = -1
 
@@ -376,21 +473,20 @@ class Reader(Generic[T]):
 
     # -- lifecycle --------------------------------------------------------------
 
-    def _release_entry(self) -> None:
-        anchor = self._anchor
-        if anchor is not None and self._entry is not None and self._pid == os.getpid():
-            with contextlib.suppress(OSError, ValueError):
-                table.release(anchor, self._entry, self._pid)
-        self._entry = None
-
     def _after_fork(self) -> None:
-        """In a forked child: a fresh lock, and an own entry in the reader table."""
+        """In a forked child: a fresh lock, its own table entry, its own adoption thread."""
         self._lock = threading.Lock()
+        self._drop_table(release=False)
         self._pid = os.getpid()
-        self._entry = None
-        if self._anchor is not None and self._gen >= 0:
-            with contextlib.suppress(OSError, ValueError):
-                self._record(self._gen)
+        adopter, self._adopter = self._adopter, None
+        if adopter is not None:
+            adopter.forget_after_fork()
+        if self._anchor is None:
+            return
+        if adopter is not None:
+            with contextlib.suppress(Exception):
+                self.start_idle_adoption()
+        self._update_entry()
 
     def close(self) -> None:
         """End this process's access. The segment stays for every other reader.
@@ -401,7 +497,8 @@ class Reader(Generic[T]):
 
         if _current.process_reader() is self:
             _current.set_reader(None)
-        self._release_entry()
+        self.stop_idle_adoption()
+        self._drop_table(release=self._pid == os.getpid())
         self._words = _CLOSED_WORDS
         self._gen = -1
         for block in (self._data, self._anchor):
@@ -486,6 +583,7 @@ def attach(
     trusted_owner: int | str | None = None,
     register: bool = True,
     make_current: bool | None = None,
+    idle_adoption: bool = False,
 ) -> Reader[ConfigMapping]: ...
 
 
@@ -498,6 +596,7 @@ def attach(
     trusted_owner: int | str | None = None,
     register: bool = True,
     make_current: bool | None = None,
+    idle_adoption: bool = False,
 ) -> Reader[M]: ...
 
 
@@ -509,6 +608,7 @@ def attach(
     trusted_owner: int | str | None = None,
     register: bool = True,
     make_current: bool | None = None,
+    idle_adoption: bool = False,
 ) -> Reader[Any]:
     """Attach to the config published as ``name``; wait up to ``timeout`` seconds.
 
@@ -529,6 +629,10 @@ def attach(
             ``shmconf.current()`` reads. By default the first reader attached
             in a process becomes it (while none is set); ``True`` replaces
             the one set, ``False`` leaves it alone.
+        idle_adoption: adopt each new generation as soon as it is published,
+            on a thread that sleeps until then (see
+            :meth:`Reader.start_idle_adoption`); on by default in every
+            integration. Off, a new generation is adopted by the next ``get()``.
 
     Raises:
         AttachTimeout: nothing was published in time.
@@ -557,6 +661,8 @@ def attach(
                     else:
                         if reader.generation > 0:
                             _become_current(reader, make_current)
+                            if idle_adoption:
+                                reader.start_idle_adoption()
                             return reader
                     reason = "the published generation is unreadable"
             if time.monotonic() >= deadline:
@@ -583,17 +689,12 @@ def _open_reader(
     register: bool,
 ) -> tuple[Reader[Any] | None, str]:
     try:
-        anchor = open_anchor(name, writable=register, trusted_uids=trusted)
+        anchor = open_anchor(name, writable=False, trusted_uids=trusted)
     except FileNotFoundError:
         return None, f"no segment {anchor_shm_name(name)!r}"
     except AnchorNotReady:
         return None, "segment being created"
-    except PermissionError as exc:
-        if isinstance(exc, SegmentError):
-            raise
-        # Shared with a group read-only: read, but stay out of the reader table.
-        anchor = open_anchor(name, writable=False, trusted_uids=trusted)
-    return Reader(name, anchor, validate, trusted), ""
+    return Reader(name, anchor, validate, trusted, register), ""
 
 
 class _DeprecatedCallableModule(types.ModuleType):

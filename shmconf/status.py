@@ -8,6 +8,7 @@ process a reader.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
@@ -19,6 +20,7 @@ from shmconf.errors import AnchorNotReady, SegmentError, SegmentNotFoundError, S
 from shmconf.protocol import control, table
 from shmconf.protocol import layout as L
 from shmconf.protocol.anchor import open_anchor
+from shmconf.protocol.block import SharedBlock
 from shmconf.protocol.layout import anchor_shm_name, validate_name
 from shmconf.protocol.slot import open_data, read_slot_meta
 
@@ -32,6 +34,14 @@ class ReaderStatus:
     pid: int
     generation: int
     alive: bool
+    #: A thread adopts new generations while the process is idle: behind
+    #: only for the moment a publish takes to reach it.
+    idle_adoption: bool = False
+    #: The newest generation it could not adopt (did not fit its model, or
+    #: unreadable), 0 when none.
+    refused: int = 0
+    #: ``time.time_ns()`` when it adopted the generation it holds.
+    adopted_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,10 @@ class Status:
     readers: list[ReaderStatus] = field(default_factory=list)
     #: From the running publisher's status file: rejections, last error.
     service: dict[str, Any] = field(default_factory=dict)
+    #: The reader table reached its largest size: readers past it read unlisted.
+    readers_table_full: bool = False
+    #: Why readers are not listed at all (no table, no access), or None.
+    readers_unlisted: str | None = None
 
     @property
     def age_s(self) -> float | None:
@@ -72,9 +86,27 @@ class Status:
         return [r for r in self.readers if r.alive and r.generation < generation]
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (owned by anyone).
+
+    A pid outside 1 .. 2**31 - 1 can only come from a damaged word: no
+    process has it, and ``os.kill`` would refuse it (or, for 0, signal a
+    whole process group).
+    """
+    if not 0 < pid < 1 << 31:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def publisher_alive(pid: int, heartbeat_ns: int) -> bool:
     """Alive: the pid exists and its heartbeat is recent."""
-    if not pid or not table.pid_alive(pid):
+    if not pid or not pid_alive(pid):
         return False
     return (time.time_ns() - heartbeat_ns) / 1e9 < HEARTBEAT_STALE_S
 
@@ -94,10 +126,7 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
     """
     validate_name(name)
     try:
-        try:
-            anchor = open_anchor(name, writable=reclaim)
-        except PermissionError:
-            anchor = open_anchor(name, writable=False)
+        anchor = open_anchor(name, writable=False)
     except FileNotFoundError:
         raise SegmentNotFoundError(name, anchor_shm_name(name)) from None
     except AnchorNotReady:
@@ -110,10 +139,7 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
         words = anchor.words
         pid = int(words[L.A_PUBLISHER_PID])
         heartbeat_ns = int(words[L.A_HEARTBEAT_NS])
-        entries = table.entries(anchor)
-        readers = [ReaderStatus(e.pid, e.generation, table.pid_alive(e.pid)) for e in entries]
-        if reclaim:
-            table.reclaim_dead(anchor)
+        readers, full, unlisted = read_readers(name, reclaim=reclaim)
         generation, meta, published_ns, used = _published_meta(name, words)
         return Status(
             name=name,
@@ -131,9 +157,42 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
             data_serial=int(words[L.A_DATA_SERIAL]),
             readers=readers,
             service=read_service_status(name),
+            readers_table_full=full,
+            readers_unlisted=unlisted,
         )
     finally:
         anchor.close()
+
+
+def read_readers(
+    name: str, *, reclaim: bool = False
+) -> tuple[list[ReaderStatus], bool, str | None]:
+    """The reader table of ``name``: ``(readers, table full, why unlisted)``.
+
+    With ``reclaim`` (and write access), entries of processes that are gone
+    are cleared after they were read, so each shows once as dead.
+    """
+    block: SharedBlock
+    try:
+        try:
+            block = table.open_table(name, writable=reclaim)
+        except PermissionError:
+            block = table.open_table(name, writable=False)
+    except FileNotFoundError:
+        return [], False, "the reader table is missing (the publisher makes it again)"
+    except (PermissionError, SegmentError) as exc:
+        return [], False, f"the reader table cannot be read: {exc}"
+    with block:
+        if not table.SUPPORTED:
+            return [], False, "reader listing needs Linux (open file description locks)"
+        readers = [
+            ReaderStatus(e.pid, e.generation, e.alive, e.idle_adoption, e.refused, e.adopted_ns)
+            for e in table.entries(block)
+        ]
+        full = table.is_full(block)
+        if reclaim:
+            table.reclaim_dead(block)
+    return readers, full, None
 
 
 #: Attempts to read a slot's meta while a publish rewrites it.

@@ -31,8 +31,11 @@ from shmconf.protocol.block import (
     unlink_shm,
     unused_other_layouts,
 )
-from shmconf.protocol.layout import anchor_shm_name, data_shm_name, validate_name
+from shmconf.protocol.layout import anchor_shm_name, data_shm_name, table_shm_name, validate_name
 from shmconf.protocol.slot import create_data, open_data, read_slot, write_slot
+from shmconf.protocol.table import create_table, open_table
+from shmconf.protocol.wake import WakeWord, announce
+from shmconf.protocol.wake import available as wake_available
 
 log = logging.getLogger("shmconf.writer")
 
@@ -58,6 +61,8 @@ class Writer:
 
     _anchor: SharedBlock | None = None
     _data: SharedBlock | None = None
+    _table: SharedBlock | None = None
+    _wake: WakeWord | None = None
 
     def __init__(
         self,
@@ -69,22 +74,28 @@ class Writer:
         slot_capacity: int = L.DEFAULT_SLOT_CAPACITY,
     ) -> None:
         self.name = validate_name(name)
-        self._mode = mode
-        self._data_mode = mode & ~0o022  # readers never write a data segment
+        # Readers write only the reader table: everything they map or copy
+        # from is read-only to the group, so a group member cannot truncate
+        # or scribble on it.
+        self._mode = mode & ~0o022
+        self._table_mode = mode
         self._gid = gid
         # Generations only grow: a segment recreated after an unlink starts at
         # 0, and the first publish then follows the history's last generation.
         self._floor = min_generation
+        self._open_table()
         try:
             anchor = open_anchor(name, writable=True)
         except FileNotFoundError:
-            anchor = create_anchor(name, mode=mode, gid=gid)
+            anchor = create_anchor(name, mode=self._mode, gid=gid)
         except AnchorNotReady:
             # Only a writer creates anchors, and we hold the writer lock: this
             # one was left by a publisher killed while creating it.
             unlink_shm(anchor_shm_name(name))
-            anchor = create_anchor(name, mode=mode, gid=gid)
+            anchor = create_anchor(name, mode=self._mode, gid=gid)
         self._anchor = anchor
+        if wake_available():
+            self._wake = WakeWord(anchor.fileno())
         words = anchor.words
         self._open_data(slot_capacity)
         self._remove_leftovers()
@@ -132,6 +143,18 @@ class Writer:
                             found, expected)
                 words[index] = expected
 
+    def _open_table(self) -> None:
+        """Open the reader table, or make it; a removed one is made again."""
+        if self._table is not None:
+            if os.fstat(self._table.fileno()).st_nlink:
+                return
+            self._table.close()  # unlinked under us: readers move to the new one
+            self._table = None
+        try:
+            self._table = open_table(self.name, writable=True)
+        except FileNotFoundError:
+            self._table = create_table(self.name, mode=self._table_mode, gid=self._gid)
+
     def _open_data(self, slot_capacity: int) -> None:
         words = self.anchor.words
         serial = words[L.A_DATA_SERIAL]
@@ -150,19 +173,17 @@ class Writer:
         capacity = L.capacity_for(slot_capacity)
         serial += 1
         unlink_shm(data_shm_name(self.name, serial))
-        self._data = create_data(
-            self.name, serial, capacity, mode=self._data_mode, gid=self._gid
-        )
+        self._data = create_data(self.name, serial, capacity, mode=self._mode, gid=self._gid)
         self._capacity, self._stride = capacity, L.SLOT_HEADER_SIZE + capacity
         words[L.A_SLOT_CAPACITY] = capacity
         words[L.A_DATA_SERIAL] = serial
 
     def _remove_leftovers(self) -> None:
         """Unlink data segments a killed publisher left half-made or unreclaimed."""
-        current = data_shm_name(self.name, self.anchor.words[L.A_DATA_SERIAL])
-        anchor_name = anchor_shm_name(self.name)
+        keep = (anchor_shm_name(self.name), table_shm_name(self.name),
+                data_shm_name(self.name, self.anchor.words[L.A_DATA_SERIAL]))
         for shm_name in list_shm_names(self.name):
-            if shm_name not in (anchor_name, current):
+            if shm_name not in keep:
                 log.info("removing leftover segment %s", shm_name)
                 unlink_shm(shm_name)
 
@@ -234,6 +255,7 @@ class Writer:
         words[L.A_GENERATION] = generation  # W4: the commit point; pairs with the reader's R1
         self._owned[L.A_GENERATION] = generation
         words[L.A_HEARTBEAT_NS] = published_ns
+        announce(words, self._wake)  # idle readers wake and adopt it
         return generation
 
     def _grow(self, needed: int) -> None:
@@ -244,14 +266,12 @@ class Writer:
         serial = words[L.A_DATA_SERIAL] + 1
         # A writer killed while growing may have left this serial half made.
         unlink_shm(data_shm_name(self.name, serial))
-        new = create_data(  # G1
-            self.name, serial, capacity, mode=self._data_mode, gid=self._gid
-        )
+        new = create_data(self.name, serial, capacity, mode=self._mode, gid=self._gid)  # G1
         stride = L.SLOT_HEADER_SIZE + capacity
         published = words[L.A_GENERATION] % 2
         src = L.slot_offset(published, self._stride)
         used = L.SLOT_HEADER_SIZE + self._used_bytes(old, src)
-        new.write(L.slot_offset(published, stride), old.read(src, src + used))  # G2
+        new.pwrite(L.slot_offset(published, stride), old.pread(src, used))  # G2
         words[L.A_SLOT_CAPACITY] = capacity
         words[L.A_DATA_SERIAL] = serial  # G3: pairs with the reader's R2
         self._owned[L.A_SLOT_CAPACITY], self._owned[L.A_DATA_SERIAL] = capacity, serial
@@ -261,7 +281,10 @@ class Writer:
         log.info("grew %r to %d bytes per slot (data segment %d)", self.name, capacity, serial)
 
     def _used_bytes(self, block: SharedBlock, offset: int) -> int:
-        header = L.SLOT_HEADER.unpack(block.read(offset, offset + L.SLOT_HEADER.size))
+        raw = block.pread(offset, L.SLOT_HEADER.size)
+        if len(raw) < L.SLOT_HEADER.size:
+            return 0
+        header = L.SLOT_HEADER.unpack(raw)
         used = int(header[2] + header[4])  # meta_len + payload_len
         return min(used, self._capacity)
 
@@ -273,6 +296,7 @@ class Writer:
         """
         self.check_words()
         self.anchor.words[L.A_HEARTBEAT_NS] = time.time_ns()
+        self._open_table()
         if self._old_layouts:
             self.remove_old_layouts()
 
@@ -296,14 +320,18 @@ class Writer:
                 self._anchor.words[L.A_PUBLISHER_PID] = 0
             self._anchor.close()
             self._anchor = None
-        if self._data is not None:
-            self._data.close()
-            self._data = None
+        for block in (self._data, self._table):
+            if block is not None:
+                block.close()
+        self._data = self._table = None
+        if self._wake is not None:
+            self._wake.close()
+            self._wake = None
 
     def unlink(self) -> None:
         """Remove the segments' names: nobody can attach any more (see :func:`unlink_name`)."""
         if self._anchor is not None:
-            _retire(self._anchor)
+            _retire(self._anchor, self._wake)
         unlink_name(self.name)
 
     def __enter__(self) -> Writer:
@@ -313,15 +341,17 @@ class Writer:
         self.close()
 
 
-def _retire(anchor: SharedBlock) -> None:
+def _retire(anchor: SharedBlock, wake: WakeWord | None) -> None:
     """Tell attached readers that the name was unlinked: flag, then a new generation.
 
     Readers keep their last snapshot and look for a new anchor under the name
-    now and then; the generation store wakes their slow path.
+    now and then; the generation store wakes their slow path, the wake word
+    their adoption threads.
     """
     words = anchor.words
     words[L.A_FLAGS] = words[L.A_FLAGS] | L.FLAG_RETIRED
     words[L.A_GENERATION] = words[L.A_GENERATION] + 1
+    announce(words, wake)
 
 
 def unlink_name(name: str) -> None:
@@ -336,7 +366,11 @@ def unlink_name(name: str) -> None:
         pass  # gone, half made, or damaged: nothing to tell readers through it
     else:
         try:
-            _retire(anchor)
+            if wake_available():
+                with WakeWord(anchor.fileno()) as wake:
+                    _retire(anchor, wake)
+            else:
+                _retire(anchor, None)
         finally:
             anchor.close()
     for shm_name in list_shm_names(name) + other_layout_names(name):

@@ -183,21 +183,32 @@ def test_callback_runs_after_the_cache_holds_the_new_version_and_errors_are_logg
     assert "reconnect failed" in caplog.text
 
 
-def test_refresher_runs_callbacks_in_an_idle_worker(
+def test_idle_adoption_runs_callbacks_in_an_idle_worker(
     name: str, publisher: shmconf.Publisher
 ) -> None:
     host = Recorder()
-    reader = attach_worker(name, refresh_interval_s=0.01,
-                           on_attach=lambda r: r.on_change(host, path="database.host"))
+    reader = attach_worker(name, on_attach=lambda r: r.on_change(host, path="database.host"))
     try:
+        assert reader.idle_adoption  # the integrations' default
         publisher.publish(cfg("db2"))
-        # Nobody calls get(): the refresher thread adopts the version.
-        wait_until(lambda: host.calls == [("db1", "db2")], 5, 0.005, "the refresher")
-        assert host.threads == ["shmconf-refresh-" + name]
+        # Nobody calls get(): the adoption thread, woken by the publish, adopts it.
+        wait_until(lambda: host.calls == [("db1", "db2")], 5, 0.005, "the adoption thread")
+        assert host.threads == ["shmconf-adopt-" + name]
         assert shmconf.current_reader() is reader
     finally:
         detach_worker(name)
     assert reader.closed
+
+
+def test_refresh_interval_is_deprecated_and_means_idle_adoption(
+    name: str, publisher: shmconf.Publisher
+) -> None:
+    with pytest.warns(DeprecationWarning, match="idle_adoption=True"):
+        reader = attach_worker(name, idle_adoption=False, refresh_interval_s=0.01)
+    try:
+        assert reader.idle_adoption
+    finally:
+        detach_worker(name)
 
 
 def test_documented_reconnect_pattern_runs_as_written(tmp_path: Path, name: str) -> None:

@@ -53,7 +53,7 @@ def few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _damage(block: SharedBlock, offset: int, data: bytes) -> None:
     offset = offset % block.size
-    block.write(offset, data[: block.size - offset])
+    block.pwrite(offset, data[: block.size - offset])
 
 
 def _check_get(reader: shmconf.Reader[object]) -> None:
@@ -67,7 +67,8 @@ def _check_get(reader: shmconf.Reader[object]) -> None:
 
 @pytest.mark.slow
 @fuzz_settings
-@given(target=st.sampled_from(["anchor-header", "table", "data-header", "slot"]),
+@given(target=st.sampled_from(["anchor-header", "table", "data-header", "slot", "truncate-data",
+                               "truncate-table"]),
        offset=st.integers(0, 1 << 20), data=st.binary(min_size=1, max_size=64))
 def test_damage_after_attach_keeps_last_good_or_raises_shmconf_error(
     name: str, target: str, offset: int, data: bytes
@@ -81,8 +82,15 @@ def test_damage_after_attach_keeps_last_good_or_raises_shmconf_error(
             if target == "anchor-header":
                 _damage(writer.anchor, offset % L.ANCHOR_HEADER_SIZE, data)
             elif target == "table":
-                _damage(writer.anchor, L.ANCHOR_HEADER_SIZE + offset % (
-                    L.TABLE_ENTRIES * L.TABLE_ENTRY_SIZE), data)
+                assert writer._table is not None
+                writer._table.pwrite(offset % (64 * L.TABLE_ENTRY_SIZE), data)
+            elif target == "truncate-data":
+                # Cut short under the reader, as an owner's tooling might: a
+                # mapping would fault with SIGBUS; pread reads short.
+                os.ftruncate(writer._data.fileno(), offset % writer._data.size)
+            elif target == "truncate-table":
+                assert writer._table is not None
+                os.ftruncate(writer._table.fileno(), offset % 256)
             elif target == "data-header":
                 _damage(writer._data, offset % L.DATA_HEADER_SIZE, data)
             else:

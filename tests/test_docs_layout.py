@@ -57,14 +57,13 @@ def test_anchor_header_table_matches_the_layout() -> None:
     rows = table("Anchor header (256 bytes)")
     doc = offsets(rows)
     magic, version, header_size = struct_fields(L.ANCHOR_PREFIX.format)
-    table_offset, table_entries = struct_fields(L.ANCHOR_TABLE.format, L.ANCHOR_TABLE_AT)
     expected = {
         "magic": magic, "version": version, "header_size": header_size,
         "generation": (L.A_GENERATION * 8, 8), "data_serial": (L.A_DATA_SERIAL * 8, 8),
         "slot_capacity": (L.A_SLOT_CAPACITY * 8, 8),
         "publisher_pid": (L.A_PUBLISHER_PID * 8, 8), "heartbeat_ns": (L.A_HEARTBEAT_NS * 8, 8),
-        "started_ns": (L.A_STARTED_NS * 8, 8), "table_offset": table_offset,
-        "table_entries": table_entries, "flags": (L.A_FLAGS * 8, 8),
+        "started_ns": (L.A_STARTED_NS * 8, 8), "wake": (L.A_WAKE * 8, 8),
+        "flags": (L.A_FLAGS * 8, 8),
     }
     assert {k: v for k, v in doc.items() if k != "reserved"} == expected
     reserved_at, reserved_size = doc["reserved"]
@@ -72,18 +71,21 @@ def test_anchor_header_table_matches_the_layout() -> None:
     values = {row[2].strip("*"): row[3] for row in rows}
     assert f"layout version, {L.LAYOUT_VERSION}" in values["version"]
     assert values["header_size"] == str(L.ANCHOR_HEADER_SIZE)
-    assert values["table_offset"] == str(L.ANCHOR_HEADER_SIZE)
-    assert values["table_entries"] == str(L.TABLE_ENTRIES)
+    assert L.WAKE_OFFSET == L.A_WAKE * 8
+    assert f"| {L.ANCHOR_SIZE // 1024} KiB (one page), fixed |" in DESIGN
 
 
 def test_reader_table_matches_the_layout() -> None:
-    heading = f"Reader table ({L.TABLE_ENTRIES} entries of {L.TABLE_ENTRY_SIZE} bytes, " \
-              f"from offset {L.ANCHOR_HEADER_SIZE})"
+    heading = f"Reader table entry ({L.TABLE_ENTRY_SIZE} bytes, entry i at i * " \
+              f"{L.TABLE_ENTRY_SIZE})"
     assert f"### {heading}" in DESIGN
     rows = table(heading)
-    assert [(int(r[0]), int(r[1])) for r in rows] == [(0, 4), (4, 4), (8, 8)]
+    fields = struct_fields(L.TABLE_ENTRY.format)
+    assert [(int(r[0]), int(r[1])) for r in rows][: len(fields)] == fields
     assert sum(int(r[1]) for r in rows) == L.TABLE_ENTRY_SIZE
-    assert L.ANCHOR_SIZE == L.ANCHOR_HEADER_SIZE + L.TABLE_ENTRIES * L.TABLE_ENTRY_SIZE
+    assert L.TABLE_ENTRY.size == L.TABLE_READER_PART
+    assert f"A reader writes bytes 0-{L.TABLE_READER_PART - 1} of its own entry" in DESIGN
+    assert f"{L.TABLE_MAX_ENTRIES:,}" in DESIGN
 
 
 def test_data_segment_header_table_matches_the_layout() -> None:

@@ -1,7 +1,7 @@
 """Two layout versions side by side, as in a `kill -USR2` upgrade.
 
-The old version is the real code of layout 1, taken from git (the last
-commit before layout 2), run in its own processes beside this tree's code:
+The old version is the real code of an older layout, taken from git (the
+last commit of that layout), run in its own processes beside this tree's code:
 old workers keep reading the old objects while new workers read the new
 ones, and the new publisher removes the old objects once their last reader
 is gone (see the policy in shmconf/protocol/layout.py).
@@ -23,8 +23,12 @@ from shmconf.protocol import layout as L
 from shmconf.protocol.block import SHM_DIR, other_layout_names
 from tests.helpers import REPO, python, wait_until
 
-#: The last commit of layout version 1 (objects named shmconf.NAME, no version).
-LAYOUT_1_COMMIT = "7516d37c03c72b6d51c2639ad024fd4db45b1df2"
+#: The last commit of each older layout version. Layout 1 named its objects
+#: shmconf.NAME, with no version; layout 2 kept the reader table in the anchor.
+LAYOUT_COMMITS = {
+    1: "7516d37c03c72b6d51c2639ad024fd4db45b1df2",
+    2: "cf44ca8f8bc3876c0edc6296ee2280b9aa940018",
+}
 
 OLD_PUBLISHER = """
 import sys
@@ -48,26 +52,29 @@ reader.close()
 """
 
 
-@pytest.fixture(scope="module")
-def layout_1(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shmconf package of layout 1, extracted from git."""
+@pytest.fixture(scope="module", params=sorted(LAYOUT_COMMITS), ids=lambda v: f"layout-{v}")
+def old_layout(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
+    """An older layout's version and its shmconf package, extracted from git."""
+    version: int = request.param
     try:
         archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", LAYOUT_1_COMMIT, "shmconf"],
+            ["git", "-C", str(REPO), "archive", LAYOUT_COMMITS[version], "shmconf"],
             capture_output=True, check=True, timeout=60,
         ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"layout 1 is not in this clone's history ({exc})")
-    root = tmp_path_factory.mktemp("layout-1")
+        pytest.skip(f"layout {version} is not in this clone's history ({exc})")
+    root = tmp_path_factory.mktemp(f"layout-{version}")
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(root, filter="data")
-    return root
+    return version, root
 
 
 @pytest.fixture
-def old_names(name: str) -> Iterator[list[str]]:
-    """Where layout 1 keeps ``name``; whatever is left there is removed afterwards."""
-    yield [f"shmconf.{name}", f"shmconf.{name}@1"]
+def old_names(name: str, old_layout: tuple[int, Path]) -> Iterator[list[str]]:
+    """Where the old layout keeps ``name``; whatever is left there is removed afterwards."""
+    prefix = "shmconf." if old_layout[0] == 1 else f"shmconf-{old_layout[0]}."
+    yield [f"{prefix}{name}", f"{prefix}{name}@1"]
     for shm_name in other_layout_names(name):
         os.unlink(os.path.join(SHM_DIR, shm_name))
 
@@ -82,15 +89,16 @@ def ask(worker: subprocess.Popen[str]) -> tuple[str, int]:
 
 
 def test_old_and_new_workers_read_their_own_layout_through_an_upgrade(
-        layout_1: Path, name: str, old_names: list[str]) -> None:
-    old_publisher = python("-c", OLD_PUBLISHER, str(layout_1), name, stdin=subprocess.PIPE)
+        old_layout: tuple[int, Path], name: str, old_names: list[str]) -> None:
+    old_code = old_layout[1]
+    old_publisher = python("-c", OLD_PUBLISHER, str(old_code), name, stdin=subprocess.PIPE)
     old_worker = None
     try:
         assert old_publisher.stdout is not None
         started = old_publisher.stdout.readline()
-        assert started.startswith(str(layout_1)), old_publisher.stderr
+        assert started.startswith(str(old_code)), old_publisher.stderr
         assert sorted(other_layout_names(name)) == old_names
-        old_worker = python("-c", OLD_WORKER, str(layout_1), name, stdin=subprocess.PIPE)
+        old_worker = python("-c", OLD_WORKER, str(old_code), name, stdin=subprocess.PIPE)
         assert ask(old_worker) == ("old", 1)
 
         # The old master exits; the new one's publisher takes the name over.
@@ -117,7 +125,7 @@ def test_old_and_new_workers_read_their_own_layout_through_an_upgrade(
                 publisher.writer.heartbeat()
                 return not other_layout_names(name)
 
-            wait_until(old_objects_removed, message="layout 1 objects removed")
+            wait_until(old_objects_removed, message="old layout's objects removed")
             with shmconf.attach(name) as new_worker:
                 assert new_worker.get()["v"] == "new"
             publisher.unlink()
@@ -127,9 +135,10 @@ def test_old_and_new_workers_read_their_own_layout_through_an_upgrade(
                 finish(proc)
 
 
-def test_unlink_removes_every_layout_of_a_name(layout_1: Path, name: str,
+def test_unlink_removes_every_layout_of_a_name(old_layout: tuple[int, Path], name: str,
                                                old_names: list[str]) -> None:
-    old_publisher = python("-c", OLD_PUBLISHER, str(layout_1), name, stdin=subprocess.PIPE)
+    old_code = old_layout[1]
+    old_publisher = python("-c", OLD_PUBLISHER, str(old_code), name, stdin=subprocess.PIPE)
     try:
         assert old_publisher.stdout is not None
         old_publisher.stdout.readline()

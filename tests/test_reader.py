@@ -9,7 +9,6 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 import shmconf
-from shmconf.protocol import table
 
 
 class Database(BaseModel):
@@ -133,37 +132,39 @@ def test_model_mismatch_in_worker_keeps_last_good(name: str, publisher) -> None:
 def test_reader_table_records_pid_and_generation(name: str, publisher) -> None:
     import os
 
+    from shmconf.status import read_readers
+
+    def listed() -> list[tuple[int, int, bool]]:
+        return [(r.pid, r.generation, r.alive) for r in read_readers(name)[0]]
+
     reader = shmconf.attach(name)
     try:
-        entries = table.entries(publisher.writer.anchor)
-        assert [(e.pid, e.generation) for e in entries] == [(os.getpid(), 1)]
+        assert listed() == [(os.getpid(), 1, True)]
         publisher.publish({"database": {"host": "db2"}})
         reader.get()
-        assert [e.generation for e in table.entries(publisher.writer.anchor)] == [2]
+        assert listed() == [(os.getpid(), 2, True)]
     finally:
         reader.close()
-    assert table.entries(publisher.writer.anchor) == []
+    assert listed() == []
 
 
-@pytest.mark.parametrize("garbage_pid", [1 << 31, 0xFFFFFFFF])
-def test_reader_table_entry_with_impossible_pid_is_reclaimed(
-    name: str, publisher, garbage_pid: int
-) -> None:
+def test_reader_table_liveness_is_the_entry_lock_not_the_pid(name: str, publisher) -> None:
     import os
 
     from shmconf.protocol import layout as L
+    from shmconf.status import read_readers
 
-    # A damaged entry where this process would claim first: no process has such a
-    # pid (os.kill would overflow on it), so the entry counts as dead and free.
-    index = os.getpid() % L.TABLE_ENTRIES
-    publisher.writer.anchor.words[(L.ANCHOR_HEADER_SIZE + index * L.TABLE_ENTRY_SIZE) // 8] = (
-        garbage_pid
-    )
-    assert not table.pid_alive(garbage_pid)
+    # An entry left by a process killed with SIGKILL, naming a pid that exists
+    # now (pid 1: reused, as pids are): nobody holds its lock, so it is dead,
+    # and free for the next reader to claim.
+    block = publisher.writer._table
+    block.pwrite(0, L.TABLE_ENTRY.pack(1, 0, 7, 0, 0))
+    readers, _, _ = read_readers(name)
+    assert [(r.pid, r.generation, r.alive) for r in readers] == [(1, 7, False)]
     reader = shmconf.attach(name, timeout=1)
     try:
-        assert (index, os.getpid()) in [(e.slot, e.pid) for e in table.entries(
-            publisher.writer.anchor)]
+        readers, _, _ = read_readers(name)
+        assert [(r.pid, r.generation, r.alive) for r in readers] == [(os.getpid(), 1, True)]
     finally:
         reader.close()
 

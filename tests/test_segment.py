@@ -12,7 +12,7 @@ import pytest
 import shmconf
 from shmconf.protocol import layout as L
 from shmconf.protocol.block import SHM_DIR, SharedBlock, list_shm_names
-from shmconf.protocol.layout import anchor_shm_name, data_shm_name
+from shmconf.protocol.layout import anchor_shm_name, data_shm_name, table_shm_name
 
 
 def test_segments_are_created_0600(name: str) -> None:
@@ -25,7 +25,7 @@ def test_segments_are_created_0600(name: str) -> None:
     assert list_shm_names(name) == []
 
 
-def test_group_publisher_makes_anchor_0660_and_data_0640(name: str) -> None:
+def test_group_publisher_makes_only_the_reader_table_group_writable(name: str) -> None:
     gid = os.getegid()
     with shmconf.Publisher(name, group=gid) as publisher:
         publisher.publish({"a": 1})
@@ -33,8 +33,11 @@ def test_group_publisher_makes_anchor_0660_and_data_0640(name: str) -> None:
             shm: stat.S_IMODE(os.stat(os.path.join(SHM_DIR, shm)).st_mode)
             for shm in list_shm_names(name)
         }
-        assert modes[anchor_shm_name(name)] == 0o660
+        # What readers map or copy from is read-only to the group: a member
+        # cannot truncate or scribble on it. Only the table, which nobody maps.
+        assert modes[anchor_shm_name(name)] == 0o640
         assert modes[data_shm_name(name, 1)] == 0o640
+        assert modes[table_shm_name(name)] == 0o660
         publisher.unlink()
 
 
@@ -63,13 +66,11 @@ def test_attach_waits_for_first_generation(name: str) -> None:
 
 
 def _make_foreign(name: str, *, magic: bytes = b"NOTSHMC!", version: int = L.LAYOUT_VERSION,
-                  table_entries: int = L.TABLE_ENTRIES, size: int = L.ANCHOR_SIZE,
+                  header_size: int = L.ANCHOR_HEADER_SIZE, size: int = L.ANCHOR_SIZE,
                   mode: int = 0o600) -> None:
     block = SharedBlock.create(anchor_shm_name(name), size, mode=mode)
     try:
-        if size > L.ANCHOR_TABLE_AT + L.ANCHOR_TABLE.size:
-            block.write(L.ANCHOR_TABLE_AT, L.ANCHOR_TABLE.pack(L.ANCHOR_HEADER_SIZE, table_entries))
-        block.write(0, struct.pack("<8sII", magic, version, L.ANCHOR_HEADER_SIZE))
+        block.write(0, struct.pack("<8sII", magic, version, header_size))
         block.words[L.A_GENERATION] = 1
     finally:
         block.close()
@@ -90,8 +91,8 @@ def test_other_layout_version_is_refused(name: str) -> None:
 
 
 def test_bounds_beyond_the_mapping_are_refused(name: str) -> None:
-    _make_foreign(name, magic=L.ANCHOR_MAGIC, table_entries=10**6)
-    with pytest.raises(shmconf.SegmentError, match="bounds do not fit the mapping"):
+    _make_foreign(name, magic=L.ANCHOR_MAGIC, header_size=10**6)
+    with pytest.raises(shmconf.SegmentError, match="bounds do not fit the layout"):
         shmconf.attach(name, timeout=0.1)
 
 

@@ -108,7 +108,7 @@ def test_corrupted_payload_is_never_returned(name: str) -> None:
             data = publisher.writer._data
             assert data is not None
             offset = L.slot_offset(2 % 2, publisher.writer._stride) + L.SLOT_HEADER_SIZE + 200
-            data.write(offset, bytes([data.read(offset, offset + 1)[0] ^ 0xFF]))
+            data.pwrite(offset, bytes([data.pread(offset, 1)[0] ^ 0xFF]))
             assert reader.get()["v"] == 1
             assert reader.generation == 1
             publisher.publish({"v": 3})
@@ -120,7 +120,7 @@ def test_corrupted_payload_is_never_returned(name: str) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_reads_and_registers_itself(name: str) -> None:
-    from shmconf.protocol import table
+    from shmconf.status import read_readers
 
     with shmconf.Publisher(name) as publisher:
         publisher.publish({"v": 1})
@@ -130,9 +130,9 @@ def test_forked_child_reads_and_registers_itself(name: str) -> None:
             pid = os.fork()
             if pid == 0:  # child: read, report, leave without cleanup handlers
                 try:
-                    ok = reader.get()["v"] == 1 and any(
-                        e.pid == os.getpid() for e in table.entries(publisher.writer.anchor)
-                    )
+                    listed = {(r.pid, r.alive) for r in read_readers(name)[0]}
+                    ok = reader.get()["v"] == 1 and {(os.getpid(), True),
+                                                     (os.getppid(), True)} <= listed
                     os.write(write_end, b"ok" if ok else b"no")
                 finally:
                     os._exit(0)

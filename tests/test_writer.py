@@ -7,7 +7,7 @@ import pytest
 import shmconf
 from shmconf.protocol import layout as L
 from shmconf.protocol.block import list_shm_names
-from shmconf.protocol.layout import anchor_shm_name, data_shm_name
+from shmconf.protocol.layout import anchor_shm_name, data_shm_name, table_shm_name
 from shmconf.protocol.slot import create_data
 
 
@@ -69,9 +69,9 @@ def test_config_larger_than_slot_grows_without_reattach(name: str) -> None:
             publisher.publish({"v": big})
             assert reader.get()["v"] == big
             assert publisher.writer.slot_capacity >= len(big)
-            # Only the anchor and the newest data segment keep a name.
+            # Only the anchor, the newest data segment and the table keep a name.
             names = list_shm_names(name)
-            assert names == [anchor_shm_name(name), data_shm_name(name, 2)]
+            assert names == [anchor_shm_name(name), data_shm_name(name, 2), table_shm_name(name)]
             publisher.publish({"v": "small again"})
             assert reader.get()["v"] == "small again"
         finally:

@@ -3,16 +3,17 @@
 gunicorn's ``post_fork``, the ASGI lifespan and the multiprocessing
 initializer all end here, so a worker is wired the same way whichever server
 started it: one :class:`~shmconf.Reader` per process, made the process reader
-(``shmconf.current()``, ``shmconf.current_reader()``), and optionally a refresher
-thread for workers that sit idle but still want their change callbacks run.
+(``shmconf.current()``, ``shmconf.current_reader()``), with idle adoption on
+by default: a worker adopts each publish at once, whether or not it serves
+requests, so its change callbacks run and ``shmconf status --wait-for``
+converges (``shmconf/adoption.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -59,53 +60,12 @@ def model_spec(model: type[Any] | str | None) -> tuple[type[Any] | None, str | N
 
 
 
-class Refresher:
-    """A daemon thread that calls ``reader.refresh()`` every ``interval_s`` seconds.
-
-    A worker adopts a new generation on its next ``get()``; one that serves
-    no requests would run its change callbacks only when the next request
-    comes. The refresher bounds that delay. It costs one 8-byte compare per
-    interval while nothing changes.
-    """
-
-    def __init__(self, reader: Reader[Any], interval_s: float) -> None:
-        if interval_s <= 0:
-            raise ValueError(f"'refresh_interval_s' must be > 0 seconds, got {interval_s}")
-        self.reader = reader
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"shmconf-refresh-{reader.name}", daemon=True
-        )
-
-    def start(self) -> Refresher:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            if self.reader.closed:
-                return
-            try:
-                self.reader.refresh()
-            except Exception:
-                # Reads keep the last good snapshot; a refresher must never die of it.
-                log.exception("config %r: periodic refresh failed", self.reader.name)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
-
-
-_refreshers: dict[int, Refresher] = {}
-
-
 def attach_worker(
     name: str,
     model: type[Any] | None = None,
     *,
     timeout: float = 5.0,
+    idle_adoption: bool = True,
     refresh_interval_s: float | None = None,
     on_attach: AttachHook | None = None,
 ) -> Reader[Any]:
@@ -115,13 +75,23 @@ def attach_worker(
     fork and re-registered by the reader's fork handler, or attached by
     another integration in the same worker) is reused, so wiring a worker
     twice costs nothing and leaves one reader-table entry.
+
+    ``refresh_interval_s`` is the old way to keep an idle worker current, a
+    thread that polled; it is deprecated and now means ``idle_adoption=True``.
     """
+    if refresh_interval_s is not None:
+        warnings.warn("refresh_interval_s is deprecated: idle adoption is on by default "
+                      "and wakes on each publish (idle_adoption=True)", DeprecationWarning,
+                      stacklevel=3)
+        if refresh_interval_s <= 0:
+            raise ValueError(f"'refresh_interval_s' must be > 0 seconds, got {refresh_interval_s}")
+        idle_adoption = True
     reader = existing_reader(name)
     if reader is None:
         reader = attach(name, model, timeout=timeout)
         _current.set_reader(reader)
-    if refresh_interval_s is not None and id(reader) not in _refreshers:
-        _refreshers[id(reader)] = Refresher(reader, refresh_interval_s).start()
+    if idle_adoption:
+        reader.start_idle_adoption()
     if on_attach is not None:
         on_attach(reader)
     return reader
@@ -141,16 +111,5 @@ def detach_worker(name: str) -> None:
     reader = existing_reader(name)
     if reader is None:
         return
-    refresher = _refreshers.pop(id(reader), None)
-    if refresher is not None:
-        refresher.stop()
     _current.set_reader(None)
     reader.close()
-
-
-def _forget_refreshers_after_fork() -> None:
-    # Threads do not survive a fork: a child starts its own refresher if asked.
-    _refreshers.clear()
-
-
-os.register_at_fork(after_in_child=_forget_refreshers_after_fork)

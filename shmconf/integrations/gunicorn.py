@@ -82,8 +82,10 @@ class ShmconfHooks:
         attach_timeout_s: how long ``post_fork`` waits for the segment.
         start_timeout_s: how long ``on_starting`` waits for the initial publish.
         stop_timeout_s: how long ``on_exit`` waits before it kills the publisher.
-        refresh_interval_s: run a thread in each worker that adopts new
-            generations this often, so change callbacks run in idle workers too.
+        idle_adoption: each worker adopts a new generation as soon as it is
+            published, on a thread that sleeps until then, so idle workers
+            run their change callbacks and ``status --wait-for`` converges.
+        refresh_interval_s: deprecated; means ``idle_adoption=True``.
         on_attach: ``on_attach(reader)``, called in each worker after it
             attached (register change callbacks here).
         metrics_port: serve the publisher's Prometheus metrics on this port.
@@ -104,6 +106,7 @@ class ShmconfHooks:
         attach_timeout_s: float = DEFAULT_ATTACH_TIMEOUT_S,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+        idle_adoption: bool = True,
         refresh_interval_s: float | None = None,
         on_attach: AttachHook | None = None,
         metrics_port: int | None = None,
@@ -115,6 +118,7 @@ class ShmconfHooks:
         self.attach_timeout_s = attach_timeout_s
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.idle_adoption = idle_adoption
         self.refresh_interval_s = refresh_interval_s
         self.on_attach = on_attach
         # Build (and so check) the publisher's spec now: a typo in an option
@@ -235,7 +239,8 @@ class ShmconfHooks:
         """
         reader = attach_worker(
             self.name, self.model, timeout=self.attach_timeout_s,
-            refresh_interval_s=self.refresh_interval_s, on_attach=self.on_attach,
+            idle_adoption=self.idle_adoption, refresh_interval_s=self.refresh_interval_s,
+            on_attach=self.on_attach,
         )
         _log(server).debug("shmconf: worker %s attached to %r at generation %d",
                            os.getpid(), self.name, reader.generation)

@@ -41,6 +41,7 @@ def initializer(
     model: str | type[Any] | None = None,
     timeout: float = 5.0,
     refresh_interval_s: float | None = None,
+    idle_adoption: bool = True,
 ) -> None:
     """Attach this pool worker to ``name`` and make it the process reader.
 
@@ -49,14 +50,17 @@ def initializer(
         model: a model import string ``"pkg.mod:Class"`` (or the class, which
             is pickled by reference, i.e. by the same import string).
         timeout: seconds to wait for the segment and its first generation.
-        refresh_interval_s: adopt new generations this often on a thread, so
-            change callbacks run in idle workers too.
+        idle_adoption: adopt each new generation as soon as it is published,
+            on a thread that sleeps until then, so idle workers run their
+            change callbacks and ``status --wait-for`` converges.
+        refresh_interval_s: deprecated; means ``idle_adoption=True``.
 
     Raises:
         AttachTimeout: nothing was published in time (the pool reports it).
     """
     cls = import_model(model) if isinstance(model, str) else model
-    attach_worker(name, cls, timeout=timeout, refresh_interval_s=refresh_interval_s)
+    attach_worker(name, cls, timeout=timeout, idle_adoption=idle_adoption,
+                  refresh_interval_s=refresh_interval_s)
     # Free this worker's reader-table entry when it exits normally (the pool
     # closing, maxtasksperchild); a terminated worker's entry is reclaimed later.
     multiprocessing.util.Finalize(None, detach_worker, args=(name,), exitpriority=_EXIT_PRIORITY)

@@ -41,8 +41,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from shmconf.errors import SegmentNotFoundError
-from shmconf.protocol import table
 from shmconf.protocol.layout import validate_name
+from shmconf.status import read_readers
 
 if TYPE_CHECKING:
     from shmconf.publisher import Publisher
@@ -200,9 +200,8 @@ class ShmconfCollector:
         families["last_publish"].add_metric(label, stats.last_publish_ns / 1e9)
         buckets, total = self._durations.snapshot()
         families["duration"].add_metric(label, buckets, total)
-        anchor = publisher.writer.anchor
-        live = [e for e in table.entries(anchor) if table.pid_alive(e.pid)]
-        self._readers(families, generation, [(e.pid, e.generation) for e in live])
+        readers, _, _ = read_readers(self.name)
+        self._readers(families, generation, [(r.pid, r.generation) for r in readers if r.alive])
 
     def _from_status(self, families: dict[str, Any]) -> None:
         from shmconf.status import collect

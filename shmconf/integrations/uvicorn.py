@@ -50,6 +50,7 @@ class ShmconfLifespan:
         model: type[Any] | None = None,
         *,
         timeout: float = 5.0,
+        idle_adoption: bool = True,
         refresh_interval_s: float | None = None,
         on_attach: AttachHook | None = None,
         pin_requests: bool = True,
@@ -58,6 +59,7 @@ class ShmconfLifespan:
         self.name = name
         self.model = model
         self.timeout = timeout
+        self.idle_adoption = idle_adoption
         self.refresh_interval_s = refresh_interval_s
         self.on_attach = on_attach
         self.pin_requests = pin_requests
@@ -84,7 +86,8 @@ class ShmconfLifespan:
         # complete, and on_attach then runs on the event loop's thread.
         attach_worker(
             self.name, self.model, timeout=self.timeout,
-            refresh_interval_s=self.refresh_interval_s, on_attach=self.on_attach,
+            idle_adoption=self.idle_adoption, refresh_interval_s=self.refresh_interval_s,
+            on_attach=self.on_attach,
         )
 
     def _shutdown(self) -> None:
@@ -147,6 +150,7 @@ def lifespan(
     model: type[Any] | None = None,
     *,
     timeout: float = 5.0,
+    idle_adoption: bool = True,
     refresh_interval_s: float | None = None,
     on_attach: AttachHook | None = None,
     pin_requests: bool = True,
@@ -159,12 +163,15 @@ def lifespan(
         model: the pydantic model class; ``shmconf.current()`` returns instances of it.
         timeout: seconds a worker waits at startup for the segment; a worker
             that cannot attach fails its startup with the reason.
-        refresh_interval_s: adopt new generations this often on a thread, so
-            change callbacks run in idle workers too.
+        idle_adoption: adopt each new generation as soon as it is published,
+            on a thread that sleeps until then, so idle workers run their
+            change callbacks and ``status --wait-for`` converges.
+        refresh_interval_s: deprecated; means ``idle_adoption=True``.
         on_attach: ``on_attach(reader)``, called in each worker after it attached.
         pin_requests: run each HTTP request inside ``reader.pinned()``.
     """
     return ShmconfLifespan(
-        app, name, model, timeout=timeout, refresh_interval_s=refresh_interval_s,
+        app, name, model, timeout=timeout, idle_adoption=idle_adoption,
+        refresh_interval_s=refresh_interval_s,
         on_attach=on_attach, pin_requests=pin_requests,
     )

@@ -1,10 +1,11 @@
-"""The anchor: the fixed header every read starts from, and the reader table's home.
+"""The anchor: the fixed header every read starts from.
 
 ``shmconf-V.NAME`` holds the published generation (the commit point), the
 serial and slot capacity of the data segment that holds the slots, the
-publisher's pid and heartbeat, and the reader table (``table.py``). It never
+publisher's pid and heartbeat, and the wake word (``wake.py``). It never
 moves and never grows, so a reader's hot path is one aligned 8-byte load from
-a mapping that never changes. Offsets: ``layout.py``.
+a mapping that never changes. Only the publisher writes it: readers map it
+read-only. Offsets: ``layout.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ def create_anchor(name: str, *, mode: int = 0o600, gid: int | None = None) -> Sh
     creation and that store sees a zero magic and waits, rather than failing.
     """
     block = SharedBlock.create(L.anchor_shm_name(name), L.ANCHOR_SIZE, mode=mode, gid=gid)
-    block.write(L.ANCHOR_TABLE_AT, L.ANCHOR_TABLE.pack(L.ANCHOR_HEADER_SIZE, L.TABLE_ENTRIES))
     block.write(0, L.ANCHOR_PREFIX.pack(L.ANCHOR_MAGIC, L.LAYOUT_VERSION, L.ANCHOR_HEADER_SIZE))
     return block
 
@@ -39,7 +39,7 @@ def open_anchor(
         block = SharedBlock.open(
             L.anchor_shm_name(name),
             writable=writable,
-            min_size=L.ANCHOR_HEADER_SIZE,
+            min_size=L.ANCHOR_SIZE,
             trusted_uids=trusted_uids,
         )
     except BlockNotSized:
@@ -69,19 +69,10 @@ def check_anchor(block: SharedBlock) -> None:
             f"layout version {version}, this shmconf reads version {L.LAYOUT_VERSION}; "
             "run the same shmconf version in the publisher and the workers",
         )
-    offset, entries = L.ANCHOR_TABLE.unpack(
-        block.read(L.ANCHOR_TABLE_AT, L.ANCHOR_TABLE_AT + L.ANCHOR_TABLE.size)
-    )
-    end = offset + entries * L.TABLE_ENTRY_SIZE
-    if (
-        header_size != L.ANCHOR_HEADER_SIZE
-        or offset < L.ANCHOR_HEADER_SIZE
-        or offset % 8
-        or end > block.size
-    ):
+    if header_size != L.ANCHOR_HEADER_SIZE or block.size != L.ANCHOR_SIZE:
         raise SegmentError(
             block.shm_name,
-            f"header bounds do not fit the mapping (header {header_size}, reader table "
-            f"{offset}+{entries}x{L.TABLE_ENTRY_SIZE}, mapping {block.size} bytes): the segment "
-            "is corrupted; `shmconf unlink` it and restart the publisher",
+            f"header bounds do not fit the layout (header {header_size}, mapping {block.size} "
+            f"bytes, expected {L.ANCHOR_HEADER_SIZE} and {L.ANCHOR_SIZE}): the segment is "
+            "corrupted; `shmconf unlink` it and restart the publisher",
         )

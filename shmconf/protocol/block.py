@@ -1,7 +1,9 @@
 """POSIX shared-memory objects: create, attach with owner and mode checks, close, unlink.
 
-A block is a POSIX shared-memory object mapped into this process; the anchor
-and the data segments (``anchor.py``, ``slot.py``) are blocks. shmconf
+A block is a POSIX shared-memory object opened by this process: the anchor
+(``anchor.py``) is mapped, the data segments and the reader table
+(``slot.py``, ``table.py``) are read and written with ``pread``/``pwrite``
+only, so that nobody can kill a process that uses them by truncating them. shmconf
 calls ``shm_open`` through ``_posixshmem``, the same primitive
 ``multiprocessing.shared_memory.SharedMemory`` is built on, rather than that
 class, for three reasons:
@@ -49,11 +51,12 @@ class BlockNotSized(SegmentError):
 
 
 class SharedBlock:
-    """One mapped POSIX shared-memory object.
+    """One POSIX shared-memory object, mapped or not.
 
-    Use :meth:`create` or :meth:`open`. ``words`` views the mapping as
-    unsigned 64-bit integers, which is how the protocol's aligned words are
-    read and written.
+    Use :meth:`create` or :meth:`open`. For a mapped block, ``words`` views
+    the mapping as unsigned 64-bit integers, which is how the protocol's
+    aligned words are read and written. :meth:`pread` and :meth:`pwrite`
+    work on every block and never fault: past the end they read short.
     """
 
     # Class-level defaults make close() safe on an object whose constructor
@@ -62,20 +65,29 @@ class SharedBlock:
     _mmap: mmap.mmap | None = None
     _words: memoryview | None = None
 
-    def __init__(self, shm_name: str, fd: int, size: int, *, writable: bool) -> None:
+    def __init__(
+        self, shm_name: str, fd: int, size: int, *, writable: bool, mapped: bool = True
+    ) -> None:
         self.shm_name = shm_name
         self.size = size
         self.writable = writable
         self._fd = fd
-        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
-        self._mmap = mmap.mmap(fd, size, access=access)
-        self._words = memoryview(self._mmap).cast("Q")
+        if mapped:
+            access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+            self._mmap = mmap.mmap(fd, size, access=access)
+            self._words = memoryview(self._mmap).cast("Q")
 
     # -- constructors -------------------------------------------------------
 
     @classmethod
     def create(
-        cls, shm_name: str, size: int, *, mode: int = 0o600, gid: int | None = None
+        cls,
+        shm_name: str,
+        size: int,
+        *,
+        mode: int = 0o600,
+        gid: int | None = None,
+        mapped: bool = True,
     ) -> SharedBlock:
         """Create a new object of ``size`` bytes, zero-filled, with exactly ``mode``.
 
@@ -92,7 +104,7 @@ class SharedBlock:
             if gid is not None:
                 os.fchown(fd, -1, gid)
             _reserve(fd, size, shm_name)
-            return cls(shm_name, fd, size, writable=True)
+            return cls(shm_name, fd, size, writable=True, mapped=mapped)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
@@ -107,13 +119,15 @@ class SharedBlock:
         writable: bool,
         min_size: int,
         trusted_uids: frozenset[int] | None = None,
+        mapped: bool = True,
     ) -> SharedBlock:
         """Attach an existing object after checking who owns it and how big it is.
 
         Raises ``FileNotFoundError`` when the name does not exist,
         :class:`SegmentPermissionError` when another user owns it (and is not
         in ``trusted_uids``) or anyone outside the owner and group may access
-        it, and :class:`SegmentError` when it is smaller than ``min_size``.
+        it, and :class:`SegmentError` when it is smaller than ``min_size``
+        (:class:`BlockNotSized` when it is empty and ``min_size`` is not 0).
         """
         flags = os.O_RDWR if writable else os.O_RDONLY
         # O_NOFOLLOW: on Linux shm names are files in /dev/shm, where any user
@@ -123,7 +137,7 @@ class SharedBlock:
             st = os.fstat(fd)
             check_owner_and_mode(shm_name, st, trusted_uids)
             size = st.st_size
-            if size == 0:
+            if size == 0 and min_size:
                 raise BlockNotSized(
                     shm_name, "size 0: being created, or left half-made by a killed publisher"
                 )
@@ -133,7 +147,7 @@ class SharedBlock:
                     f"size {size} does not fit the layout (at least {min_size}, a multiple "
                     "of 8); it was not made by this shmconf version: `shmconf unlink` it",
                 )
-            return cls(shm_name, fd, size, writable=writable)
+            return cls(shm_name, fd, size, writable=writable, mapped=mapped)
         except BaseException:
             os.close(fd)
             raise
@@ -144,20 +158,30 @@ class SharedBlock:
     def words(self) -> memoryview:
         """The mapping as u64 words; index ``offset // 8``."""
         if self._words is None:
-            raise ValueError(f"segment {self.shm_name!r} is closed")
+            raise ValueError(f"segment {self.shm_name!r} is closed or not mapped")
         return self._words
 
     def read(self, start: int, stop: int) -> bytes:
         """Copy bytes ``[start, stop)`` out of the mapping."""
         if self._mmap is None:
-            raise ValueError(f"segment {self.shm_name!r} is closed")
+            raise ValueError(f"segment {self.shm_name!r} is closed or not mapped")
         return self._mmap[start:stop]
 
     def write(self, start: int, data: bytes) -> None:
         """Copy ``data`` into the mapping at ``start``."""
         if self._mmap is None:
-            raise ValueError(f"segment {self.shm_name!r} is closed")
+            raise ValueError(f"segment {self.shm_name!r} is closed or not mapped")
         self._mmap[start : start + len(data)] = data
+
+    def pread(self, start: int, length: int) -> bytes:
+        """Copy up to ``length`` bytes from ``start`` with ``pread``: short past the end."""
+        return os.pread(self.fileno(), length, start)
+
+    def pwrite(self, start: int, data: bytes) -> None:
+        """Write ``data`` at ``start`` with ``pwrite`` (a short write raises ``OSError``)."""
+        written = os.pwrite(self.fileno(), data, start)
+        if written != len(data):
+            raise OSError(errno.EIO, f"short write to {self.shm_name!r}")
 
     def fileno(self) -> int:
         """The shared-memory file descriptor (for ``fstat`` and byte-range locks)."""
@@ -167,7 +191,7 @@ class SharedBlock:
 
     @property
     def closed(self) -> bool:
-        return self._mmap is None
+        return self._fd < 0
 
     def stat(self) -> os.stat_result:
         return os.fstat(self._fd)
@@ -290,8 +314,11 @@ def mapped_names(candidates: list[str]) -> set[str]:
 
 
 def unused_other_layouts(name: str) -> list[str]:
-    """Unlink the objects of ``name`` left by other layout versions that no process maps.
+    """Unlink the objects of ``name`` left by other layout versions that no process uses.
 
+    A layout's objects are in use while a process maps its anchor: every
+    reader of every version maps its anchor for as long as it reads (versions
+    1 and 2 also mapped their data segments, never without the anchor).
     Called by the publisher that holds ``name``, so no writer of those
     objects is running. Returns the names removed.
     """
@@ -299,9 +326,10 @@ def unused_other_layouts(name: str) -> list[str]:
     if not others:
         return []
     in_use = mapped_names(others)
+    versions_in_use = {_version_of(shm_name) for shm_name in in_use}
     removed = []
     for shm_name in others:
-        if shm_name in in_use:
+        if _version_of(shm_name) in versions_in_use:
             continue
         try:
             unlink_shm(shm_name)
@@ -311,6 +339,11 @@ def unused_other_layouts(name: str) -> list[str]:
             continue
         removed.append(shm_name)
     return removed
+
+
+def _version_of(shm_name: str) -> str:
+    match = L.SHM_NAME_RE.fullmatch(shm_name)
+    return match[1] or "" if match else ""
 
 
 def _reserve(fd: int, size: int, shm_name: str) -> None:

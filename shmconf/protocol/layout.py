@@ -5,16 +5,24 @@ tables, with the writer's and the reader's steps, and
 ``tests/test_docs_layout.py`` checks those tables against the constants
 here, so the two cannot drift.
 
-A published name owns two kinds of POSIX shared-memory objects:
+A published name owns three kinds of POSIX shared-memory objects:
 
-* the **anchor**, ``shmconf-V.NAME``: a fixed-size header (the published
-  generation, the commit point every read starts from; the serial and slot
-  capacity of the data segment; the publisher's pid and heartbeat; flags)
-  and the reader table. It never moves and never grows, so a reader's hot
-  path is one aligned 8-byte load from a mapping that never changes.
+* the **anchor**, ``shmconf-V.NAME``: one page holding the published
+  generation (the commit point every read starts from), the serial and slot
+  capacity of the data segment, the publisher's pid and heartbeat, the wake
+  word readers sleep on, and flags. It never moves and never grows, so a
+  reader's hot path is one aligned 8-byte load from a mapping that never
+  changes. Only the publisher writes it; it is the one object readers map.
 * a **data segment**, ``shmconf-V.NAME@SERIAL``: a header and two slots of
   equal capacity. A config that outgrows them is published into a larger
-  data segment with the next serial; the anchor then points at it.
+  data segment with the next serial; the anchor then points at it. Nobody
+  maps it: the publisher writes it with ``pwrite`` and readers copy a slot
+  out with ``pread``, so a truncated segment fails a check instead of
+  killing a process with SIGBUS.
+* the **reader table**, ``shmconf-V.NAME@readers``: one 64-byte entry per
+  attached reader process, which each reader writes with ``pwrite`` and
+  holds with a non-blocking lock for as long as it lives (``table.py``).
+  It grows with the number of readers and is never mapped.
 
 All integers are little-endian, every 64-bit word is 8-byte aligned, and
 every size is a multiple of 8, so that a ``memoryview`` cast to ``"Q"`` reads
@@ -55,13 +63,18 @@ DATA_MAGIC: Final = b"SHMCDATA"
 # No config name can make one look like another: names start with a letter
 # or a digit, and the prefixes differ before the first '.'.
 
+# Version 3 moved the reader table out of the anchor into its own object,
+# added the wake word, and stopped mapping data segments.
+
 #: The version of the layout below; see the policy above.
-LAYOUT_VERSION: Final = 2
+LAYOUT_VERSION: Final = 3
 #: Prefix of every shared-memory name of this layout (``/dev/shm/shmconf-2.*``).
 SHM_PREFIX: Final = f"shmconf-{LAYOUT_VERSION}."
 #: Matches the shared-memory names of every layout, this one included; group
 #: 1 is the version ("" for version 1), group 2 the config name.
-SHM_NAME_RE: Final = re.compile(r"shmconf(?:-(\d+))?\.([A-Za-z0-9][A-Za-z0-9_.\-]*)(?:@\d+)?")
+SHM_NAME_RE: Final = re.compile(
+    r"shmconf(?:-(\d+))?\.([A-Za-z0-9][A-Za-z0-9_.\-]*)(?:@(?:\d+|readers))?"
+)
 
 #: A name becomes part of a shared-memory name and of file names, so it may not
 #: hold a slash (directory escape) or '@' (which separates the data serial).
@@ -69,6 +82,9 @@ _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 
 # -- anchor -----------------------------------------------------------------
 
+#: The anchor is one page: readers map exactly this, and the wake word's
+#: futex lives in it.
+ANCHOR_SIZE: Final = 4096
 ANCHOR_HEADER_SIZE: Final = 256
 #: Word indexes into the anchor viewed as u64 (``memoryview.cast("Q")``).
 A_GENERATION: Final = 16 // 8
@@ -77,21 +93,33 @@ A_SLOT_CAPACITY: Final = 32 // 8
 A_PUBLISHER_PID: Final = 40 // 8
 A_HEARTBEAT_NS: Final = 48 // 8
 A_STARTED_NS: Final = 56 // 8
+#: The wake word: its low 32 bits count publishes (and other news for
+#: readers) modulo 2**32; readers sleep on it with ``futex`` (``wake.py``).
+A_WAKE: Final = 64 // 8
 A_FLAGS: Final = 72 // 8
+#: Byte offset of the wake word's 32-bit futex (the low half of A_WAKE).
+WAKE_OFFSET: Final = A_WAKE * 8
 #: magic, version, header_size.
 ANCHOR_PREFIX: Final = struct.Struct("<8sII")
-#: table_offset, table_entries at byte 64.
-ANCHOR_TABLE: Final = struct.Struct("<II")
-ANCHOR_TABLE_AT: Final = 64
 
 #: Set in the anchor's flags when ``unlink`` removed its name: attached readers
 #: keep their snapshot and look for a new anchor under the same name.
 FLAG_RETIRED: Final = 1
 
-TABLE_ENTRY_SIZE: Final = 16
-#: Room for this many attached reader processes; more still read, unlisted.
-TABLE_ENTRIES: Final = 1008
-ANCHOR_SIZE: Final = ANCHOR_HEADER_SIZE + TABLE_ENTRIES * TABLE_ENTRY_SIZE  # 16 KiB
+# -- reader table --------------------------------------------------------------
+
+#: Bytes of one entry; entry ``i`` is at ``i * TABLE_ENTRY_SIZE``, no header.
+TABLE_ENTRY_SIZE: Final = 64
+#: The part of an entry its reader writes; the rest is the publisher's.
+TABLE_READER_PART: Final = 48
+#: pid (0: free), flags, generation held, adopted_ns, refused generation.
+TABLE_ENTRY: Final = struct.Struct("<IIQQQ16x")
+#: Entry flags: the reader adopts new generations while idle (a thread
+#: sleeps on the wake word), so being behind is only ever momentary.
+ENTRY_IDLE_ADOPTION: Final = 1
+#: The table grows to this many entries (4 MiB); a reader that finds every
+#: entry held reads on, unlisted, and ``status`` says the table is full.
+TABLE_MAX_ENTRIES: Final = 1 << 16
 
 # -- data segment ------------------------------------------------------------
 
@@ -157,3 +185,8 @@ def anchor_shm_name(name: str) -> str:
 def data_shm_name(name: str, serial: int) -> str:
     """Shared-memory name of the data segment ``serial`` of ``name``."""
     return f"{anchor_shm_name(name)}@{serial}"
+
+
+def table_shm_name(name: str) -> str:
+    """Shared-memory name of the reader table of ``name``."""
+    return f"{anchor_shm_name(name)}@readers"

@@ -5,6 +5,11 @@ generation ``g`` lives in slot ``g % 2``. The writer fills a slot under its
 sequence word (W1-W3, :func:`write_slot`); every read of a slot, by a reader
 or by the writer itself, goes through :func:`read_slot`, which makes the
 checks R3-R6. The steps are numbered as in ``docs/design.md``.
+
+Nobody maps a data segment: both sides use ``pwrite``/``pread``. A segment
+truncated under a reader (by its owner's tooling, say) then reads short and
+fails R3 or R6, where a load from a mapping past the end would have killed
+the process with SIGBUS.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from shmconf.protocol.block import SharedBlock
 #: Bytes 12..63 of a slot header (meta_len, generation, payload_len,
 #: published_ns and the reserved tail), the part the checksum covers.
 _CHECKED_HEADER: Final = struct.Struct("<IQQQ24x")
+_SEQ: Final = struct.Struct("<Q")
 
 
 def create_data(
@@ -27,10 +33,11 @@ def create_data(
 ) -> SharedBlock:
     """Create data segment ``serial`` of ``name`` with two empty slots of ``capacity``."""
     block = SharedBlock.create(
-        L.data_shm_name(name, serial), L.data_segment_size(capacity), mode=mode, gid=gid
+        L.data_shm_name(name, serial), L.data_segment_size(capacity), mode=mode, gid=gid,
+        mapped=False,
     )
     stride = L.SLOT_HEADER_SIZE + capacity
-    block.write(
+    block.pwrite(
         0,
         L.DATA_PREFIX.pack(
             L.DATA_MAGIC, L.LAYOUT_VERSION, L.DATA_HEADER_SIZE, serial, capacity, stride
@@ -48,6 +55,7 @@ def open_data(
         writable=writable,
         min_size=L.DATA_HEADER_SIZE,
         trusted_uids=trusted_uids,
+        mapped=False,
     )
     try:
         capacity, stride = check_data(block, serial)
@@ -59,9 +67,10 @@ def open_data(
 
 def check_data(block: SharedBlock, serial: int) -> tuple[int, int]:
     """Validate a data segment header; returns ``(slot_capacity, slot_stride)``."""
-    magic, version, header_size, found_serial, capacity, stride = L.DATA_PREFIX.unpack(
-        block.read(0, L.DATA_PREFIX.size)
-    )
+    header = block.pread(0, L.DATA_PREFIX.size)
+    if len(header) < L.DATA_PREFIX.size:
+        raise SegmentError(block.shm_name, "truncated: shorter than its header")
+    magic, version, header_size, found_serial, capacity, stride = L.DATA_PREFIX.unpack(header)
     if magic != L.DATA_MAGIC or version != L.LAYOUT_VERSION:
         raise SegmentError(
             block.shm_name, f"bad magic or version ({magic!r}, {version}): not a data segment"
@@ -91,46 +100,56 @@ def write_slot(
     published_ns: int,
 ) -> None:
     """Fill the slot at ``offset`` under its sequence word (steps W1-W3)."""
-    words = block.words
-    seq_index = offset // 8
-    seq = words[seq_index]
+    found = block.pread(offset, 8)
+    seq = _SEQ.unpack(found)[0] if len(found) == 8 else 0
     # A seq left odd by a writer killed mid-write stays odd: start past it.
     odd = seq + 1 if seq % 2 == 0 else seq + 2
-    words[seq_index] = odd  # W1: pairs with the reader's R3/R5 seq checks
+    block.pwrite(offset, _SEQ.pack(odd))  # W1: pairs with the reader's R3/R5 seq checks
     checked = _CHECKED_HEADER.pack(len(meta), generation, len(payload), published_ns)
     checksum = zlib.crc32(payload, zlib.crc32(meta, zlib.crc32(checked)))
     body = offset + L.SLOT_HEADER_SIZE
-    block.write(body, meta)
-    block.write(body + len(meta), payload)
-    block.write(offset + 8, struct.pack("<I", checksum) + checked)  # W2
-    words[seq_index] = odd + 1  # W3
+    block.pwrite(body, meta)
+    block.pwrite(body + len(meta), payload)
+    block.pwrite(offset + 8, struct.pack("<I", checksum) + checked)  # W2
+    block.pwrite(offset, _SEQ.pack(odd + 1))  # W3
 
 
 def read_slot(
-    block: SharedBlock, generation: int, stride: int, capacity: int
+    block: SharedBlock, generation: int, stride: int, capacity: int, expect: int = 0
 ) -> tuple[bytes, bytes, int] | None:
     """Copy generation ``generation`` out of its slot and verify it (steps R3-R6).
 
     Returns ``(meta, payload, published_ns)``, or ``None`` when any check
     fails: the slot is being written, holds another generation, claims more
-    than the slot holds, changed while it was copied, or fails its checksum.
-    The caller retries from R1.
+    than the slot holds, is cut short, changed while it was copied, or fails
+    its checksum. The caller retries from R1.
+
+    ``expect`` guesses the bytes of meta and payload (the last slot's, say):
+    when the guess is large enough, the header and the body come in one
+    ``pread``, and the read costs two system calls instead of three.
     """
     offset = L.slot_offset(generation % 2, stride)
-    header = block.read(offset, offset + L.SLOT_HEADER_SIZE)  # R3
-    seq, checksum, meta_len, slot_gen, payload_len, published_ns = (
-        L.SLOT_HEADER.unpack_from(header)
-    )
-    if seq % 2 or slot_gen != generation or meta_len + payload_len > capacity:
+    head = L.SLOT_HEADER_SIZE
+    raw = block.pread(offset, head + min(expect, capacity))  # R3 (and R4 when expected)
+    if len(raw) < head:
         return None
-    start = offset + L.SLOT_HEADER_SIZE
-    body = block.read(start, start + meta_len + payload_len)  # R4
-    if block.words[offset // 8] != seq:  # R5: pairs with a later writer's W1
+    seq, checksum, meta_len, slot_gen, payload_len, published_ns = L.SLOT_HEADER.unpack_from(raw)
+    used = meta_len + payload_len
+    if seq % 2 or slot_gen != generation or used > capacity:
         return None
-    checked = zlib.crc32(header[L.SLOT_CHECKED_FROM :])
-    if zlib.crc32(body, checked) != checksum:  # R6: what catches a torn copy
+    if len(raw) >= head + used:
+        meta, payload = raw[head : head + meta_len], raw[head + meta_len : head + used]
+    else:
+        body = block.pread(offset + head, used)  # R4
+        if len(body) != used:
+            return None
+        meta, payload = body[:meta_len], body[meta_len:]
+    if block.pread(offset, 8) != raw[:8]:  # R5: pairs with a later writer's W1
         return None
-    return body[:meta_len], body[meta_len:], published_ns
+    checked = zlib.crc32(memoryview(raw)[L.SLOT_CHECKED_FROM : head])
+    if zlib.crc32(payload, zlib.crc32(meta, checked)) != checksum:  # R6: catches a torn copy
+        return None
+    return meta, payload, published_ns
 
 
 def read_slot_meta(
@@ -145,12 +164,13 @@ def read_slot_meta(
     when that fails.
     """
     offset = L.slot_offset(generation % 2, stride)
-    header = block.read(offset, offset + L.SLOT_HEADER_SIZE)
+    header = block.pread(offset, L.SLOT_HEADER_SIZE)
+    if len(header) < L.SLOT_HEADER_SIZE:
+        return None
     seq, _, meta_len, slot_gen, payload_len, published_ns = L.SLOT_HEADER.unpack_from(header)
     if seq % 2 or slot_gen != generation or meta_len + payload_len > capacity:
         return None
-    start = offset + L.SLOT_HEADER_SIZE
-    meta = block.read(start, start + meta_len)
-    if block.words[offset // 8] != seq:
+    meta = block.pread(offset + L.SLOT_HEADER_SIZE, meta_len)
+    if len(meta) != meta_len or block.pread(offset, 8) != header[:8]:
         return None
     return meta, published_ns, meta_len + payload_len

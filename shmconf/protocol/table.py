@@ -1,121 +1,175 @@
-"""The reader table (in the anchor): which process holds which generation.
+"""The reader table ``shmconf-V.NAME@readers``: which process holds which generation.
 
-A reader writes its entry when it attaches and when it adopts a new
-generation, never on the plain ``get()`` path. Claiming and freeing an entry
-happen under a POSIX byte-range lock on the table (``lockf`` on the anchor's
-descriptor); updating one's own generation is a single aligned word store
-that needs no lock, since no other process writes a live reader's entry.
-An entry whose pid no longer exists is free to be claimed again; ``status``
-shows such entries as dead until something reclaims them.
+The table is an object of its own, and nobody maps it: a reader writes its
+64-byte entry with ``pwrite`` when it attaches and when it adopts a new
+generation (never on the plain ``get()`` path), and ``status`` reads the
+table with ``pread``. A group member who truncates or scribbles on it can
+make listings wrong for a moment; it cannot crash anyone, and every reader
+rewrites its entry on its next adoption.
+
+Each reader holds a **non-blocking lock** on its entry's bytes (an
+open-file-description lock, ``F_OFD_SETLK``) for as long as it reads. That
+lock is the liveness of an entry: the kernel drops it when the process exits,
+however it exits, so an entry whose lock is free belongs to nobody, whatever
+pid it names. No pid is ever probed (pids repeat, and differ across pid
+namespaces). Claiming never waits: a reader tries entries until it gets one's
+lock, past the end when all are held, so the table grows with the readers up
+to ``TABLE_MAX_ENTRIES``. Offsets: ``layout.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
+import itertools
 import os
-from collections.abc import Iterator
-from typing import NamedTuple
+import struct
+from typing import Final, NamedTuple
 
 from shmconf.protocol import layout as L
 from shmconf.protocol.block import SharedBlock
 
+#: Open-file-description locks (Linux 3.15): owned by the descriptor, not the
+#: process, so closing some other descriptor of the table never drops them.
+SUPPORTED: Final = hasattr(fcntl, "F_OFD_SETLK")
+#: ``struct flock`` on 64-bit Linux: type, whence, start, len, pid.
+_FLOCK: Final = struct.Struct("hhqqi4x")
+_ZERO_ENTRY: Final = bytes(L.TABLE_ENTRY_SIZE)
+
 
 class ReaderEntry(NamedTuple):
+    """One entry as ``status`` reports it."""
+
     slot: int
     pid: int
     generation: int
+    flags: int
+    adopted_ns: int
+    #: The newest generation this reader refused (it did not fit its model), or 0.
+    refused: int
+    #: Its reader holds the entry's lock: the process is alive.
+    alive: bool
+
+    @property
+    def idle_adoption(self) -> bool:
+        return bool(self.flags & L.ENTRY_IDLE_ADOPTION)
 
 
-def _pid_word(index: int) -> int:
-    return (L.ANCHOR_HEADER_SIZE + index * L.TABLE_ENTRY_SIZE) // 8
+def create_table(name: str, *, mode: int = 0o600, gid: int | None = None) -> SharedBlock:
+    """Create the (empty) reader table of ``name``."""
+    return SharedBlock.create(L.table_shm_name(name), 0, mode=mode, gid=gid, mapped=False)
 
 
-@contextlib.contextmanager
-def _locked(anchor: SharedBlock) -> Iterator[None]:
-    length = L.TABLE_ENTRIES * L.TABLE_ENTRY_SIZE
-    fcntl.lockf(anchor.fileno(), fcntl.LOCK_EX, length, L.ANCHOR_HEADER_SIZE)
+def open_table(
+    name: str, *, writable: bool, trusted_uids: frozenset[int] | None = None
+) -> SharedBlock:
+    """Open the reader table of ``name`` after the owner and mode checks (``FileNotFoundError``)."""
+    return SharedBlock.open(L.table_shm_name(name), writable=writable, min_size=0,
+                            trusted_uids=trusted_uids, mapped=False)
+
+
+def _lock_request(kind: int, index: int) -> bytes:
+    return _FLOCK.pack(kind, os.SEEK_SET, index * L.TABLE_ENTRY_SIZE, L.TABLE_ENTRY_SIZE, 0)
+
+
+def _try_lock(table: SharedBlock, index: int) -> bool:
     try:
-        yield
-    finally:
-        fcntl.lockf(anchor.fileno(), fcntl.LOCK_UN, length, L.ANCHOR_HEADER_SIZE)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (owned by anyone).
-
-    A pid outside 1 .. 2**31 - 1 can only come from a damaged entry: no
-    process has it, and ``os.kill`` would refuse it (or, for 0, signal a
-    whole process group).
-    """
-    if not 0 < pid < 1 << 31:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        fcntl.fcntl(table.fileno(), fcntl.F_OFD_SETLK, _lock_request(fcntl.F_WRLCK, index))
+    except (BlockingIOError, PermissionError):
+        return False  # held by another descriptor: a live reader
     return True
 
 
-def claim(anchor: SharedBlock, pid: int, generation: int) -> int | None:
-    """Take a free (or dead) entry for ``pid``; ``None`` when the table is full.
+def _unlock(table: SharedBlock, index: int) -> None:
+    fcntl.fcntl(table.fileno(), fcntl.F_OFD_SETLK, _lock_request(fcntl.F_UNLCK, index))
+
+
+def _held(table: SharedBlock, index: int) -> bool:
+    """Whether another descriptor holds entry ``index``'s lock."""
+    found = fcntl.fcntl(table.fileno(), fcntl.F_OFD_GETLK, _lock_request(fcntl.F_WRLCK, index))
+    return bool(_FLOCK.unpack(found)[0] != fcntl.F_UNLCK)
+
+
+def _entry_count(table: SharedBlock) -> int:
+    return min(os.fstat(table.fileno()).st_size // L.TABLE_ENTRY_SIZE, L.TABLE_MAX_ENTRIES)
+
+
+def claim(table: SharedBlock, pid: int, generation: int, flags: int = 0) -> int | None:
+    """Take a free entry for this process and write it; ``None`` when all are held.
 
     Probing starts at ``pid % entries`` so that concurrent claimers rarely
-    meet, and the lock makes sure they never take the same entry.
+    meet; the lock makes sure they never take the same entry. The entry's
+    lock stays held on ``table``'s descriptor until :func:`release` or the
+    process's exit.
     """
-    words = anchor.words
-    with _locked(anchor):
-        for step in range(L.TABLE_ENTRIES):
-            index = (pid + step) % L.TABLE_ENTRIES
-            at = _pid_word(index)
-            holder = words[at] & 0xFFFFFFFF
-            if holder in (pid, 0) or not pid_alive(holder):
-                words[at + 1] = generation
-                words[at] = pid
-                return index
+    if not SUPPORTED:
+        return None
+    count = _entry_count(table)
+    start = pid % count if count else 0
+    probes = itertools.chain(range(start, count), range(start),
+                             range(count, L.TABLE_MAX_ENTRIES))
+    for index in probes:
+        if _try_lock(table, index):
+            table.pwrite(index * L.TABLE_ENTRY_SIZE, _ZERO_ENTRY)
+            update(table, index, pid, generation, flags=flags)
+            return index
     return None
 
 
-def update(anchor: SharedBlock, index: int, generation: int) -> None:
-    """Record that the reader in entry ``index`` now holds ``generation``."""
-    anchor.words[_pid_word(index) + 1] = generation
+def update(
+    table: SharedBlock,
+    index: int,
+    pid: int,
+    generation: int,
+    *,
+    flags: int = 0,
+    adopted_ns: int = 0,
+    refused: int = 0,
+) -> None:
+    """Write the reader's part of its own entry ``index`` (one ``pwrite``)."""
+    table.pwrite(index * L.TABLE_ENTRY_SIZE,
+                 L.TABLE_ENTRY.pack(pid, flags, generation, adopted_ns, refused))
 
 
-def release(anchor: SharedBlock, index: int, pid: int) -> None:
-    """Free entry ``index`` if ``pid`` still holds it."""
-    words = anchor.words
-    at = _pid_word(index)
-    with _locked(anchor):
-        if words[at] & 0xFFFFFFFF == pid:
-            words[at] = 0
-            words[at + 1] = 0
+def release(table: SharedBlock, index: int) -> None:
+    """Clear this process's entry ``index`` and let go of its lock."""
+    table.pwrite(index * L.TABLE_ENTRY_SIZE, _ZERO_ENTRY)
+    _unlock(table, index)
 
 
-def entries(anchor: SharedBlock) -> list[ReaderEntry]:
-    """Every occupied entry, live or dead, in table order."""
-    words = anchor.words
+def entries(table: SharedBlock) -> list[ReaderEntry]:
+    """Every entry that names a process, live or dead, in table order."""
+    raw = table.pread(0, L.TABLE_MAX_ENTRIES * L.TABLE_ENTRY_SIZE)
+    raw += bytes(-len(raw) % L.TABLE_ENTRY_SIZE)  # a table cut short mid-entry
     found = []
-    for index in range(L.TABLE_ENTRIES):
-        at = _pid_word(index)
-        pid = words[at] & 0xFFFFFFFF
+    for index in range(len(raw) // L.TABLE_ENTRY_SIZE):
+        pid, flags, generation, adopted_ns, refused = L.TABLE_ENTRY.unpack_from(
+            raw, index * L.TABLE_ENTRY_SIZE)
         if pid:
-            found.append(ReaderEntry(index, pid, int(words[at + 1])))
+            found.append(ReaderEntry(index, pid, generation, flags, adopted_ns, refused,
+                                     SUPPORTED and _held(table, index)))
     return found
 
 
-def reclaim_dead(anchor: SharedBlock) -> list[ReaderEntry]:
-    """Free the entries of processes that no longer exist; returns what was freed."""
-    if not anchor.writable:
+def is_full(table: SharedBlock) -> bool:
+    """The table reached its largest size: more readers may read unlisted."""
+    return _entry_count(table) >= L.TABLE_MAX_ENTRIES
+
+
+def reclaim_dead(table: SharedBlock) -> list[ReaderEntry]:
+    """Clear the entries whose reader is gone; returns what was cleared.
+
+    Each one is locked first, so an entry a reader claims meanwhile is never
+    touched: that reader holds the lock.
+    """
+    if not table.writable or not SUPPORTED:
         return []
-    words = anchor.words
-    freed = []
-    with _locked(anchor):
-        for entry in entries(anchor):
-            if not pid_alive(entry.pid):
-                at = _pid_word(entry.slot)
-                words[at] = 0
-                words[at + 1] = 0
-                freed.append(entry)
-    return freed
+    cleared = []
+    for entry in entries(table):
+        if entry.alive or not _try_lock(table, entry.slot):
+            continue
+        try:
+            table.pwrite(entry.slot * L.TABLE_ENTRY_SIZE, _ZERO_ENTRY)
+        finally:
+            _unlock(table, entry.slot)
+        cleared.append(entry)
+    return cleared

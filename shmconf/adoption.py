@@ -1,0 +1,121 @@
+"""Idle adoption: a thread that adopts each new generation as soon as it is published.
+
+Without it a worker adopts a new generation on its next ``get()``: a worker
+that serves no request keeps the old one, runs no change callback and shows
+as behind in ``shmconf status``. The adoption thread sleeps on the anchor's
+wake word (``protocol/wake.py``), a ``futex`` the publisher wakes after every
+publish: while nothing is published it costs no CPU at all, and one publish
+wakes every worker of the host at once. It wakes on its own only every
+:data:`BACKSTOP_S` seconds, which bounds the delay if a wake-up were ever
+missed (a publisher of an older version, say).
+
+The thread does what a ``get()`` would do: the copy, the checks, the parse,
+the callbacks, all off the request path. It holds the GIL only while it
+parses (as a request would) and never while it sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Final
+
+from shmconf.protocol import layout as L
+from shmconf.protocol import wake
+
+if TYPE_CHECKING:
+    from shmconf.protocol.block import SharedBlock
+    from shmconf.reader import Reader
+
+log = logging.getLogger("shmconf.reader")
+
+#: Longest sleep without a wake-up, in seconds.
+BACKSTOP_S: Final = 5.0
+#: How often to look while the anchor is retired (its name was unlinked) or
+#: where there is no futex (not Linux), in seconds.
+POLL_S: Final = 0.5
+
+
+class IdleAdopter:
+    """The adoption thread of one reader. Use :meth:`Reader.start_idle_adoption`."""
+
+    def __init__(self, reader: Reader[Any]) -> None:
+        self._reader = reader
+        self._stop = threading.Event()
+        self._word: wake.WakeWord | None = None
+        self._mapped_for: SharedBlock | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"shmconf-adopt-{reader.name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it (never from the thread itself)."""
+        self._stop.set()
+        word = self._word
+        if word is not None:
+            # Wakes every sleeper of this anchor on the host: each finds no
+            # news and sleeps again. Cheaper than a second wake source. A
+            # ValueError: unmapped by the thread meanwhile, on its way out.
+            with contextlib.suppress(ValueError):
+                word.wake_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the thread is gone; release the child's copy of the page."""
+        self._stop.set()
+        if self._word is not None:
+            self._word.close()
+            self._word = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self._sleep_until_news():
+                    return
+                if self._stop.is_set():
+                    return
+        finally:
+            if self._word is not None:
+                self._word.close()
+                self._word = None
+
+    def _sleep_until_news(self) -> bool:
+        """Adopt what is published, then sleep until the next publish; False: reader closed."""
+        reader = self._reader
+        anchor = reader._anchor
+        if anchor is None:
+            return False
+        try:
+            words = anchor.words
+            if anchor is not self._mapped_for:
+                self._remap(anchor)
+            seen = words[L.A_WAKE] & 0xFFFFFFFF
+            retired = bool(words[L.A_FLAGS] & L.FLAG_RETIRED)
+        except ValueError:
+            return False  # closed by another thread meanwhile
+        try:
+            reader.get()  # the fast path when nothing changed
+        except ValueError:
+            return not reader.closed
+        except Exception:
+            # get() keeps the last good snapshot; this thread must never die of it.
+            log.exception("config %r: adopting a new generation failed", reader.name)
+        word = self._word
+        if word is None or retired:
+            self._stop.wait(POLL_S)
+        else:
+            word.wait(seen, BACKSTOP_S)
+        return True
+
+    def _remap(self, anchor: SharedBlock) -> None:
+        if self._word is not None:
+            self._word.close()
+            self._word = None
+        if wake.available():
+            self._word = wake.WakeWord(anchor.fileno())
+        self._mapped_for = anchor
