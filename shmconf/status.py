@@ -64,6 +64,8 @@ class Status:
     #: The supervisor of an integration's publisher (restarts, last exit),
     #: with ``alive``; empty when the publisher runs unsupervised.
     supervisor: dict[str, Any] = field(default_factory=dict)
+    #: The publisher's last heartbeat (ns since the epoch; 0 before the first).
+    heartbeat_ns: int = 0
 
     @property
     def age_s(self) -> float | None:
@@ -161,6 +163,7 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
             service=read_service_status(name),
             publisher_dead_since_ns=heartbeat_ns if pid and heartbeat_ns and not alive else None,
             supervisor=read_supervisor_status(name),
+            heartbeat_ns=heartbeat_ns,
         )
     finally:
         anchor.close()
