@@ -26,6 +26,7 @@ from bench import (
     read_latency,
     report,
     scaling,
+    supervision,
 )
 from bench._common import OUT_DIR, ROOT, BenchError, Session, eprint, shm_entries
 from bench.pool import Pool
@@ -41,6 +42,8 @@ MEASURES: dict[str, tuple[str, Callable[[Session, Pool], dict[str, Any]]]] = {
     "scaling": ("aggregate reads/s by reader processes", scaling.run),
     "under_updates": ("reads while updating 1000/s", read_latency.under_updates),
     "propagation": ("propagation to reader processes", propagation.run),
+    "publisher_restart": ("shmconf: publisher killed -> a new one serving",
+                          lambda s, p: supervision.run(s)),
     "idle_cpu": ("shmconf: idle publisher CPU", lambda s, p: publish_cost.idle_cpu(s)),
     "etcd_fanout": ("etcd: one etcd, N simulated hosts",
                     lambda s, p: etcd_fanout.bench_measure(s)),

@@ -224,7 +224,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(status.to_json())
         return EXIT_OK
-    alive = _colour("alive", "32") if status.publisher_alive else _colour("not running", "31")
     service = status.service
     rows = [
         ("name", status.name),
@@ -234,8 +233,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("origin", status.origin or "-"),
         ("sources", ", ".join(status.sources) or "-"),
         ("changed", ", ".join(status.changed) or "-"),
-        ("publisher", f"pid {status.publisher_pid or '-'} {alive} "
-                      f"(heartbeat {_age(status.heartbeat_age_s)} ago)"),
+        ("publisher", _publisher_state(status)),
+        *_supervisor_rows(status.supervisor),
         ("slot", f"{status.slot_used} of {status.slot_capacity} bytes "
                  f"(data segment {status.data_serial})"),
     ]
@@ -244,12 +243,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows.append(("last error", first))
         rows += [("", line.strip()) for line in more]
     for health in service.get("source_health") or []:
-        state = health.get("state", "?")
-        shown = _colour(state, "32" if state == "ok" else "33")
-        rows.append(("source", f"{health.get('source')}: {shown} (revision "
-                               f"{health.get('revision')})"))
-        if health.get("error"):
-            rows.append(("", str(health["error"])))
+        rows += _health_rows(health)
     if service.get("rejections"):
         rows.append(("rejections", ", ".join(f"{k} {v}" for k, v in service["rejections"].items())))
     print(_format_table(rows))
@@ -283,6 +277,68 @@ def _reader_state(reader: ReaderStatus, published: int) -> str:
     if reader.idle_adoption:
         return _colour(f"{behind}, adopting", "33")
     return _colour(f"{behind} until its next read (no idle adoption)", "33")
+
+
+def _since(ns: int | None, word: str = "since") -> str:
+    """`` since TIME (AGE ago)``, or empty when ``ns`` is unknown."""
+    if not ns:
+        return ""
+    return f" {word} {_when(ns)} ({_age(max(0.0, (time.time_ns() - ns) / 1e9))} ago)"
+
+
+def _in(ns: int | None) -> str:
+    return f"{_age(max(0.0, (ns - time.time_ns()) / 1e9))}" if ns else "-"
+
+
+def _publisher_state(status: Status) -> str:
+    """Alive with its heartbeat, dead since its last heartbeat, or stopped."""
+    if status.publisher_alive:
+        return (f"pid {status.publisher_pid} {_colour('alive', '32')} "
+                f"(heartbeat {_age(status.heartbeat_age_s)} ago)")
+    if status.publisher_dead_since_ns:
+        # Its pid is still in the anchor: it did not stop cleanly (killed,
+        # crashed, or hung without heartbeats).
+        return (f"pid {status.publisher_pid} {_colour('dead', '31')}"
+                f"{_since(status.publisher_dead_since_ns)}")
+    return f"{_colour('not running', '31')} (stopped)"
+
+
+def _supervisor_rows(supervisor: dict[str, Any]) -> list[tuple[str, str]]:
+    """The supervisor's restarts and state (publishers that an integration started)."""
+    if not supervisor:
+        return []
+    if not supervisor.get("alive"):
+        return [("supervisor", _colour(f"pid {supervisor.get('pid')} not running", "31")
+                 + ": the publisher is not restarted")]
+    state = str(supervisor.get("state"))
+    shown = _colour(state, "32" if state == "serving" else "33")
+    restarts = int(supervisor.get("restarts") or 0)
+    text = (f"pid {supervisor.get('pid')}, publisher {shown}{_since(supervisor.get('since_ns'))}"
+            f"; {restarts} restart{'' if restarts == 1 else 's'}")
+    if state == "backoff":
+        text += f", next start in {_in(supervisor.get('next_start_ns'))}"
+    rows = [("supervisor", text)]
+    if supervisor.get("last_exit"):
+        rows.append(("last exit", f"{supervisor['last_exit']}"
+                                  f"{_since(supervisor.get('last_exit_ns'), 'at')}"))
+    return rows
+
+
+def _health_rows(health: dict[str, Any]) -> list[tuple[str, str]]:
+    """A source's (or the file watcher's) state, since when, and its last error."""
+    state = str(health.get("state", "?"))
+    text = f"{health.get('source')}: {_colour(state, '32' if state == 'ok' else '33')}"
+    text += _since(health.get("since_ns"))
+    if health.get("revision") is not None:
+        text += f", revision {health['revision']}"
+    if state != "ok" and health.get("failures"):
+        text += f", {health['failures']} failure{'' if health['failures'] == 1 else 's'}"
+    if state != "ok" and health.get("next_retry_ns"):
+        text += f", next retry in {_in(health['next_retry_ns'])}"
+    rows = [("source", text)]
+    if health.get("error"):
+        rows.append(("", str(health["error"])))
+    return rows
 
 
 def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool) -> int:

@@ -11,8 +11,11 @@ validate, publish and roll back; the service decides when. It
 * dispatches signals: SIGTERM and SIGINT stop, SIGHUP carries out a pending
   CLI request (``request.json``) or reloads,
 * heartbeats into the anchor whenever idle, and
-* rewrites ``status.json`` after every reload, request and start, for the CLI
-  and the metrics (see :mod:`shmconf.protocol.control`).
+* rewrites ``status.json`` after every reload, request and start, and
+  whenever the health of a source or of the file watcher changed (checked
+  with every heartbeat), for the CLI and the metrics (see
+  :mod:`shmconf.protocol.control`). A source that fails between reloads (etcd
+  down, its watch retrying) shows within a heartbeat, not at the next reload.
 
 Signal handlers only enqueue; the loop dispatches by event name. The service
 drives the publisher and never the reverse: ``Publisher.serve_forever()``,
@@ -64,6 +67,8 @@ class Service:
         self.reloads = 0
         #: The outcome of the last CLI request, as ``status.json`` reports it.
         self.last_request: dict[str, Any] | None = None
+        #: The health last written to ``status.json``.
+        self._written_health: list[dict[str, Any]] | None = None
 
     @property
     def running(self) -> bool:
@@ -122,14 +127,24 @@ class Service:
             "last_error": stats.last_error,
             "last_publish_ns": stats.last_publish_ns,
             "last_request": self.last_request,
-            "source_health": [h for s in publisher.sources if (h := s.health()) is not None],
+            "source_health": self.health(),
             "updated_ns": time.time_ns(),
         }
+
+    def health(self) -> list[dict[str, Any]]:
+        """Each non-file source's health, then the file watcher's (when files are watched)."""
+        found = [h for s in self.publisher.sources if (h := s.health()) is not None]
+        watcher = self._watcher
+        if watcher is not None:
+            found.append(watcher.health())
+        return found
 
     def write_status(self) -> None:
         """Rewrite ``status.json``; a failure is logged, never fatal."""
         try:
-            control.write_status(self.publisher.state_dir, self.status())
+            status = self.status()
+            control.write_status(self.publisher.state_dir, status)
+            self._written_health = status["source_health"]
         except OSError as exc:
             log.warning("config %r: cannot write %s: %s", self.publisher.name,
                         control.STATUS_FILE, exc)
@@ -168,14 +183,21 @@ class Service:
                 raise
             publisher.serve_last_good(exc)
 
+    def _tick(self) -> None:
+        """The heartbeat, and ``status.json`` again if a source's health changed."""
+        self.publisher.writer.heartbeat()
+        # Compared whole: a new error, failure count or retry time is news too,
+        # while a steady state costs one comparison and no write.
+        if self.health() != self._written_health:
+            self.write_status()
+
     def _loop(self) -> None:
         """Dispatch queued events until "stop"; heartbeat whenever idle."""
-        writer = self.publisher.writer
         while True:
             try:
                 event = self._events.get(timeout=HEARTBEAT_S)
             except queue.Empty:
-                writer.heartbeat()
+                self._tick()
                 continue
             if event == "stop":
                 return
@@ -186,7 +208,7 @@ class Service:
             # A SIGHUP carries out a pending CLI request if there is one, else reloads.
             if event == "reload" or (event == "hup" and not self.handle_request()):
                 self.reload()
-            writer.heartbeat()
+            self._tick()
 
     def _coalesce_reloads(self) -> str:
         """Drop reloads queued behind this one: one reload reads every change.

@@ -27,6 +27,10 @@ from shmconf.protocol.slot import open_data, read_slot_meta
 #: A publisher whose heartbeat is older than this is reported dead, even if
 #: its pid exists (a stopped or hung process, or a reused pid).
 HEARTBEAT_STALE_S: Final = 5.0
+#: In the state directory: what the supervisor of an integration's publisher
+#: did (restarts, the last exit, its state), written by
+#: :mod:`shmconf.integrations.supervisor`.
+SUPERVISOR_FILE: Final = "supervisor.json"
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,14 @@ class Status:
     readers_table_full: bool = False
     #: Why readers are not listed at all (no table, no access), or None.
     readers_unlisted: str | None = None
+    #: When the publisher that the anchor names stopped heartbeating, if it is
+    #: dead without having stopped cleanly (a clean stop clears its pid).
+    publisher_dead_since_ns: int | None = None
+    #: The supervisor of an integration's publisher (restarts, last exit),
+    #: with ``alive``; empty when the publisher runs unsupervised.
+    supervisor: dict[str, Any] = field(default_factory=dict)
+    #: The publisher's last heartbeat (ns since the epoch; 0 before the first).
+    heartbeat_ns: int = 0
 
     @property
     def age_s(self) -> float | None:
@@ -118,6 +130,23 @@ def read_service_status(name: str) -> dict[str, Any]:
     return control.read_status(state_dir) if state_dir is not None else {}
 
 
+def read_supervisor_status(name: str) -> dict[str, Any]:
+    """The publisher's supervisor's ``supervisor.json`` plus ``alive``; empty when none."""
+    state_dir = _paths.existing_state_dir(name)
+    if state_dir is None:
+        return {}
+    try:
+        data = orjson.loads(control.read_private(state_dir / SUPERVISOR_FILE))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    # A supervisor removes its file when it stops; one still there with a
+    # dead pid was killed, and says so.
+    data["alive"] = bool(data.get("pid")) and pid_alive(int(data["pid"]))
+    return data
+
+
 def collect(name: str, *, reclaim: bool = True) -> Status:
     """Read the state of ``name``; raises :class:`SegmentNotFoundError` if nothing is published.
 
@@ -141,6 +170,7 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
         heartbeat_ns = int(words[L.A_HEARTBEAT_NS])
         readers, full, unlisted = read_readers(name, reclaim=reclaim)
         generation, meta, published_ns, used = _published_meta(name, words)
+        alive = publisher_alive(pid, heartbeat_ns)
         return Status(
             name=name,
             generation=generation,
@@ -150,7 +180,7 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
             changed=list(meta.get("changed", [])),
             origin=meta.get("origin"),
             publisher_pid=pid or None,
-            publisher_alive=publisher_alive(pid, heartbeat_ns),
+            publisher_alive=alive,
             heartbeat_age_s=(time.time_ns() - heartbeat_ns) / 1e9 if heartbeat_ns else None,
             slot_capacity=int(words[L.A_SLOT_CAPACITY]),
             slot_used=used,
@@ -159,6 +189,9 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
             service=read_service_status(name),
             readers_table_full=full,
             readers_unlisted=unlisted,
+            publisher_dead_since_ns=heartbeat_ns if pid and heartbeat_ns and not alive else None,
+            supervisor=read_supervisor_status(name),
+            heartbeat_ns=heartbeat_ns,
         )
     finally:
         anchor.close()

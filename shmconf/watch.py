@@ -46,7 +46,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -271,6 +271,12 @@ class Watcher:
         # The fingerprint of the last callback (or of start()); None forces the
         # next settled comparison to call back (see _check()).
         self._reported: Fingerprint | None = None
+        # What health() reports: "ok", "polling" after a fallback (it works,
+        # but later), "failing" while checks raise. Set by whichever thread
+        # meets the failure; each assignment is one tuple, read whole.
+        self._health: tuple[str, str | None, int] = ("ok", None, time.time_ns())
+        # The state to return to once checks pass again.
+        self._steady: tuple[str, str | None] = ("ok", None)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -419,7 +425,24 @@ class Watcher:
         if observer.is_alive():
             observer.join()
 
+    def health(self) -> dict[str, Any]:
+        """The watcher's state for ``status``: ``ok``, ``polling`` (fell back) or ``failing``.
+
+        With the last error and since when (``since_ns``, nanoseconds since
+        the epoch), in the form a source's health has.
+        """
+        state, error, since_ns = self._health
+        return {"source": f"file watcher ({self._mode})", "state": state, "error": error,
+                "since_ns": since_ns}
+
+    def _set_health(self, state: str, error: str | None) -> None:
+        old_state, old_error, since_ns = self._health
+        if (state, error) != (old_state, old_error):
+            self._health = (state, error, since_ns if state == old_state else time.time_ns())
+
     def _fall_back_to_polling(self, exc: OSError) -> None:
+        self._steady = ("polling", f"cannot watch natively: {exc}")
+        self._set_health(*self._steady)
         self._stop_observer()
         self._poll_s = FALLBACK_POLL_S
         self._mode = "poll"
@@ -523,8 +546,12 @@ class Watcher:
                 return
             try:
                 self._check(busy=busy)
-            except Exception:  # the watcher must outlive any one bad check
+            except Exception as exc:  # the watcher must outlive any one bad check
                 log.exception("checking %s for changes failed", ", ".join(self._paths))
+                self._set_health("failing", f"checking for changes failed: {exc}")
+            else:
+                if self._health[0] == "failing":
+                    self._set_health(*self._steady)
 
     def _check(self, *, busy: bool) -> None:
         """Re-arm, compare the fingerprint, and call back if it changed."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 import shmconf
@@ -93,6 +96,76 @@ def test_sync_workers_under_load_hup_kill_and_shutdown(
     assert pid_gone(publisher)
     assert nothing_left(name)
     assert "s3cret" not in log.read_text()
+
+
+def test_killed_publisher_is_restarted_and_later_saves_reach_every_worker(
+    tmp_path: Path, name: str, source: Path
+) -> None:
+    log = tmp_path / "gunicorn.log"
+    with running("gunicorn", gunicorn_args(log, "-w", "2"), log) as server:
+        wait_until(lambda: len(live_readers(name)) == 2, 20, 0.02, "2 workers attached")
+        workers = live_readers(name)
+        first = publisher_pid(name)
+        assert first is not None
+        atomic_save(source, seq_yaml(1), prefix="")
+        wait_all_workers_serve(server.url, workers, 1)
+
+        os.kill(first, signal.SIGKILL)
+        # The workers serve the last good config while the publisher is away.
+        wait_all_workers_serve(server.url, workers, 1)
+        wait_until(lambda: publisher_pid(name) not in (None, first), 10, 0.02,
+                   "a new publisher")
+        wait_until(lambda: status.collect(name, reclaim=False).supervisor.get("state")
+                   == "serving", 10, 0.02, "the supervisor to report it serving")
+        supervisor = status.collect(name, reclaim=False).supervisor
+        assert supervisor["alive"]
+        assert supervisor["restarts"] == 1
+        assert supervisor["last_exit"] == "killed by SIGKILL"
+        assert supervisor["publisher_pid"] == publisher_pid(name)
+        shown = cli("status", name)
+        assert "1 restart" in shown
+        assert "killed by SIGKILL" in shown
+        assert orjson.loads(cli("status", name, "--json"))["supervisor"]["restarts"] == 1
+
+        # gunicorn noticed nothing: same workers, and the next save reaches them.
+        assert live_readers(name) == workers
+        atomic_save(source, seq_yaml(2), prefix="")
+        wait_all_workers_serve(server.url, workers, 2)
+        assert server.stop() == 0
+    assert pid_gone(first)
+    assert nothing_left(name)
+    text = log.read_text()
+    assert f"[ERROR] shmconf.integrations.supervisor: config {name!r}: publisher pid {first} " \
+           "killed by SIGKILL; restarting it in 0.1s (restart 1)" in text
+    assert "Traceback" not in text
+    assert "s3cret" not in text
+
+
+def test_idle_workers_adopt_a_save_with_the_defaults(
+    tmp_path: Path, name: str, source: Path
+) -> None:
+    log = tmp_path / "gunicorn.log"
+    with running("gunicorn", gunicorn_args(log, "-w", "3"), log) as server:
+        wait_until(lambda: len(live_readers(name)) == 3, 20, 0.02, "3 workers attached")
+        readers = status.collect(name, reclaim=False).readers
+        assert all(r.idle_adoption for r in readers)
+        atomic_save(source, seq_yaml(1), prefix="")
+        wait_until(lambda: status.collect(name, reclaim=False).generation >= 2, 10, 0.02,
+                   "the save published")
+        # No request reaches any worker: each adopts on its own thread.
+        result = subprocess.run(
+            [sys.executable, "-m", "shmconf", "status", name, "--wait-for", "2",
+             "--timeout", "5"], capture_output=True, text=True, timeout=30, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "all 3 live reader(s) hold generation 2" in result.stdout
+        assert server.stop() == 0
+    assert nothing_left(name)
+
+
+def cli(*args: str) -> str:
+    """``shmconf ARGS`` in a process of its own; its standard output."""
+    return subprocess.run([sys.executable, "-m", "shmconf", *args], capture_output=True,
+                          text=True, check=True, timeout=30).stdout
 
 
 def test_invalid_initial_config_stops_gunicorn_with_the_reason(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -66,6 +67,56 @@ def test_uvicorn_workers_under_load(
         assert server.stop() == 0
     # Lifespan shutdown closed each worker's reader: their entries are free, not dead.
     assert status.collect(name, reclaim=False).readers == []
+    publisher.stop()
+    assert nothing_left(name)
+
+
+def test_killed_publisher_of_the_launcher_is_restarted(
+    tmp_path: Path, name: str, source: Path, publisher: PublisherProcess
+) -> None:
+    log = tmp_path / "uvicorn.log"
+    args = ["tests.apps.seqapp:asgi", "--workers", "2", "--host", "127.0.0.1", "--port", "0"]
+    with running("uvicorn", args, log) as server:
+        wait_until(lambda: len(live_readers(name)) == 2, 20, 0.02, "2 workers")
+        workers = live_readers(name)
+        first = status.collect(name, reclaim=False).publisher_pid
+        assert first is not None
+        assert first != publisher.pid  # the launcher's child is the supervisor
+        os.kill(first, signal.SIGKILL)
+        wait_all_workers_serve(server.url, workers, 0)  # the last good config, meanwhile
+        wait_until(lambda: (s := status.collect(name, reclaim=False)).publisher_alive
+                   and s.publisher_pid != first, 10, 0.02, "a new publisher")
+        supervisor = status.collect(name, reclaim=False).supervisor
+        assert supervisor["restarts"] == 1
+        assert supervisor["last_exit"] == "killed by SIGKILL"
+        assert publisher.alive
+        wait_until(lambda: status.collect(name, reclaim=False).supervisor.get("state")
+                   == "serving", 10, 0.02, "the supervisor to report it serving")
+        atomic_save(source, seq_yaml(1), prefix="")
+        wait_all_workers_serve(server.url, workers, 1)
+        assert server.stop() == 0
+    publisher.stop()
+    assert nothing_left(name)
+
+
+def test_idle_uvicorn_workers_adopt_a_save_with_the_defaults(
+    tmp_path: Path, name: str, source: Path, publisher: PublisherProcess
+) -> None:
+    log = tmp_path / "uvicorn.log"
+    args = ["tests.apps.seqapp:asgi", "--workers", "2", "--host", "127.0.0.1", "--port", "0"]
+    with running("uvicorn", args, log) as server:
+        wait_until(lambda: len(live_readers(name)) == 2, 20, 0.02, "2 workers")
+        before = status.collect(name, reclaim=False).generation
+        atomic_save(source, seq_yaml(1), prefix="")
+        wait_until(lambda: status.collect(name, reclaim=False).generation > before, 10, 0.02,
+                   "the save published")
+        # No request: the workers' adoption threads take the new version.
+        result = subprocess.run(
+            [sys.executable, "-m", "shmconf", "status", name, "--wait-for", str(before + 1),
+             "--timeout", "5", "--json"], capture_output=True, text=True, timeout=30,
+            check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert server.stop() == 0
     publisher.stop()
     assert nothing_left(name)
 

@@ -6,6 +6,8 @@ import base64
 import http.client
 import logging
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +17,13 @@ import pytest
 from pydantic import BaseModel
 
 import shmconf
+from shmconf import status
+from shmconf.errors import SegmentNotFoundError
+from shmconf.integrations.process import remove_leftovers
 from shmconf.sources.etcd import PASSWORD_ENV, EtcdSource
 from shmconf.sources.etcd_client import EtcdClient, prefix_end
 from tests.etcd_server import EtcdServer
-from tests.helpers import DumpReader, wait_until
+from tests.helpers import DumpReader, python, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None,
                                 reason="etcd is not installed (apt-get install etcd-server)")
@@ -337,3 +342,52 @@ def test_tls_and_auth_failures_are_clear_errors(
         assert "wrong" not in str(caught.value)
     finally:
         publisher.unlink()
+
+
+def _etcd_health(name: str) -> dict[str, object]:
+    """The etcd source's health as ``shmconf status`` reads it (from the publisher's file)."""
+    try:
+        found = status.collect(name, reclaim=False)
+    except SegmentNotFoundError:
+        return {}
+    health = found.service.get("source_health") or []
+    return next((dict(h) for h in health if str(h.get("source", "")).startswith("etcd")), {})
+
+
+def test_status_shows_etcd_down_within_seconds_and_ok_after_it_returns(name: str) -> None:
+    server = EtcdServer()
+    server.start()
+    prefix = f"/{name}/"
+    publisher = None
+    try:
+        put(server, prefix + "greeting", "one")
+        # A real `shmconf publish`: status reads what that process wrote.
+        publisher = python("-m", "shmconf", "publish", name, "-c",
+                           f"etcd://{server.endpoint}{prefix}")
+        wait_until(lambda: _etcd_health(name).get("state") == "ok", 20, 0.05, "the publisher")
+        server.stop()
+        wait_until(lambda: _etcd_health(name).get("state") == "retrying", 5, 0.05,
+                   "status to show the source retrying")
+        health = _etcd_health(name)
+        assert health["error"]
+        assert int(str(health["failures"])) >= 1
+        assert int(str(health["since_ns"])) > 0
+        assert int(str(health["next_retry_ns"])) > 0
+        text = subprocess.run([sys.executable, "-m", "shmconf", "status", name],
+                              capture_output=True, text=True, check=True, timeout=30).stdout
+        assert "retrying since" in text
+        assert str(health["error"]) in text
+        server.start()
+        wait_until(lambda: _etcd_health(name).get("state") == "ok", 20, 0.05,
+                   "status to show the source ok again")
+        assert _etcd_health(name)["error"] is None
+    finally:
+        if publisher is not None:
+            publisher.terminate()
+            try:
+                publisher.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                publisher.kill()
+                publisher.communicate()
+        remove_leftovers(name)
+        server.close()

@@ -20,7 +20,10 @@ So ``on_starting`` starts a separate interpreter with
 :class:`~shmconf.integrations.process.PublisherProcess` (the name, the file
 paths and the model's import string travel as JSON; nothing is pickled) and
 waits for its first publish: workers forked afterwards can attach at once,
-and an invalid initial config stops gunicorn with its message.
+and an invalid initial config stops gunicorn with its message. The master's
+child is a small supervisor (:mod:`shmconf.integrations.supervisor`) that
+runs the publisher and restarts it with backoff if it dies: gunicorn's
+master reaps unknown children itself and has no timer to do it.
 
 ``kill -HUP`` of the master re-reads gunicorn's config file, which builds a
 new ``ShmconfHooks``; the running publisher is kept in this module, by name,

@@ -40,8 +40,8 @@ def initializer(
     name: str,
     model: str | type[Any] | None = None,
     timeout: float = 5.0,
-    refresh_interval_s: float | None = None,
     idle_adoption: bool = True,
+    refresh_interval_s: float | None = None,
 ) -> None:
     """Attach this pool worker to ``name`` and make it the process reader.
 

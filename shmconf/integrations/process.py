@@ -28,6 +28,13 @@ The master and the child talk over one socket pair, never by pickling:
 SIGHUP to the child reloads its sources now (``Publisher.serve_forever``).
 The child runs in its own session, so a Ctrl-C in the server's terminal goes
 to the master, which then stops the child after its workers.
+
+The master's child is not the publisher itself but its supervisor,
+``python -m shmconf.integrations.supervisor``, which speaks this protocol on
+both sides: it relays the spec and the first reply, runs the publisher
+(``python -m shmconf.integrations.process``, this module's :func:`main`) as
+its own child, and restarts it with backoff when it dies. The master sees one
+child, whatever happens to the publisher; see :mod:`shmconf.integrations.supervisor`.
 """
 
 from __future__ import annotations
@@ -120,8 +127,11 @@ class PublisherProcess:
             (``debounce``, ``poll``, ``history``, ``runtime_dir``, ...), plain values only.
 
     ``start()`` returns once the initial config is published; ``stop()``
-    ends the child. A handle inherited by a forked process (a worker) does
-    nothing there: only the process that started the child controls it.
+    ends the child. The child is the publisher's supervisor (``pid`` is its
+    pid): a publisher that dies is restarted with backoff, and ``shmconf
+    status`` shows the restarts. A handle inherited by a forked process (a
+    worker) does nothing there: only the process that started the child
+    controls it.
     """
 
     def __init__(
@@ -196,7 +206,7 @@ class PublisherProcess:
         ours, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
-                [self.python, "-m", "shmconf.integrations.process", str(theirs.fileno())],
+                [self.python, "-m", "shmconf.integrations.supervisor", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,

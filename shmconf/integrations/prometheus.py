@@ -14,13 +14,20 @@ Two ways to collect, both at scrape time only; workers do nothing per request:
 
 Both export the readers: the generation each live worker holds and how many
 generations it is behind, read from the reader table that workers update
-only when they adopt a new generation.
+only when they adopt a new generation; and the publisher's health: its last
+heartbeat (with ``shmconf_publisher_up`` 0, when it died), the restarts by
+its supervisor (publishers that an integration started), and whether each
+source (and the file watcher) is ok.
 
 ============================================== ========= ==========================
 metric                                         type      labels
 ============================================== ========= ==========================
 shmconf_generation                             gauge     name
 shmconf_publisher_up                           gauge     name
+shmconf_publisher_heartbeat_timestamp_seconds  gauge     name
+shmconf_publisher_restarts_total               counter   name
+shmconf_publisher_last_exit_timestamp_seconds  gauge     name
+shmconf_source_up                              gauge     name, source
 shmconf_publishes_total                        counter   name
 shmconf_unchanged_total                        counter   name
 shmconf_rejections_total                       counter   name, reason
@@ -41,6 +48,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from shmconf.errors import SegmentNotFoundError
+from shmconf.protocol import layout as L
 from shmconf.protocol.layout import validate_name
 from shmconf.status import read_readers
 
@@ -169,6 +177,20 @@ class ShmconfCollector:
             "rejections": core.CounterMetricFamily(
                 "shmconf_rejections", "Configs rejected, by reason; the last good one stays.",
                 labels=["name", "reason"]),
+            "heartbeat": core.GaugeMetricFamily(
+                "shmconf_publisher_heartbeat_timestamp_seconds",
+                "Unix time of the publisher's last heartbeat (when it died, if it is down).",
+                labels=name_label),
+            "restarts": core.CounterMetricFamily(
+                "shmconf_publisher_restarts",
+                "Publishers restarted by the supervisor after they died.", labels=name_label),
+            "last_exit": core.GaugeMetricFamily(
+                "shmconf_publisher_last_exit_timestamp_seconds",
+                "Unix time the supervised publisher last died.", labels=name_label),
+            "source_up": core.GaugeMetricFamily(
+                "shmconf_source_up",
+                "1 while a source (or the file watcher) is ok; 0 while it fails or retries.",
+                labels=["name", "source"]),
             "last_publish": core.GaugeMetricFamily(
                 "shmconf_last_publish_timestamp_seconds",
                 "Unix time of the last publish.", labels=name_label),
@@ -200,6 +222,9 @@ class ShmconfCollector:
         families["last_publish"].add_metric(label, stats.last_publish_ns / 1e9)
         buckets, total = self._durations.snapshot()
         families["duration"].add_metric(label, buckets, total)
+        anchor = publisher.writer.anchor
+        families["heartbeat"].add_metric(label, int(anchor.words[L.A_HEARTBEAT_NS]) / 1e9)
+        self._health(families)
         readers, _, _ = read_readers(self.name)
         self._readers(families, generation, [(r.pid, r.generation) for r in readers if r.alive])
 
@@ -212,11 +237,30 @@ class ShmconfCollector:
         families["generation"].add_metric(label, float(status.generation))
         families["publisher_up"].add_metric(label, 1.0 if status.publisher_alive else 0.0)
         families["last_publish"].add_metric(label, status.published_ns / 1e9)
+        families["heartbeat"].add_metric(label, status.heartbeat_ns / 1e9)
+        # A dead publisher's status file is what it knew when it died: no source_up.
+        self._health(families, service if status.publisher_alive else {}, status.supervisor)
         if service:
             families["publishes"].add_metric(label, float(service.get("publishes", 0)))
             self._rejections(families, dict(service.get("rejections") or {}))
         readers: list[ReaderStatus] = [r for r in status.readers if r.alive]
         self._readers(families, status.generation, [(r.pid, r.generation) for r in readers])
+
+    def _health(self, families: dict[str, Any], service: dict[str, Any] | None = None,
+                supervisor: dict[str, Any] | None = None) -> None:
+        """Restarts by the supervisor, and each source's health (from ``status.json``)."""
+        from shmconf.status import read_service_status, read_supervisor_status
+
+        label = [self.name]
+        supervisor = read_supervisor_status(self.name) if supervisor is None else supervisor
+        if supervisor:
+            families["restarts"].add_metric(label, float(supervisor.get("restarts") or 0))
+            if supervisor.get("last_exit_ns"):
+                families["last_exit"].add_metric(label, supervisor["last_exit_ns"] / 1e9)
+        service = read_service_status(self.name) if service is None else service
+        for health in service.get("source_health") or []:
+            up = 1.0 if health.get("state") == "ok" else 0.0
+            families["source_up"].add_metric([self.name, str(health.get("source"))], up)
 
     def _rejections(self, families: dict[str, Any], counts: dict[str, int]) -> None:
         for reason in sorted({*REJECTION_REASONS, *counts}):

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -85,8 +86,14 @@ class EtcdSource(Source):
             tls = TLSOptions(options.get("ca"), options.get("cert"), options.get("key"))
         self.client = EtcdClient(endpoints, tls=tls, user=user, password=password)
         self.revision = 0
+        # The health that status shows; written by the watch thread and by
+        # reloads, read by the service's heartbeat, hence the lock.
+        self._health_lock = threading.Lock()
         self._state = "not read yet"
         self._error: str | None = None
+        self._since_ns = time.time_ns()
+        self._failures = 0
+        self._next_retry_ns: int | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -110,10 +117,10 @@ class EtcdSource(Source):
         try:
             result = self.client.range(key, end)
         except EtcdError as exc:
-            self._state, self._error = "unreachable", str(exc)
+            self._set_health("unreachable", str(exc))
             raise SourceError(self.name, f"cannot read from etcd: {exc}") from None
         self.revision = result.revision
-        self._state, self._error = "ok", None
+        self._set_health("ok")
         if not self.is_prefix:
             if not result.kvs:
                 raise SourceError(self.name, f"key {self.path!r} does not exist in etcd")
@@ -140,9 +147,32 @@ class EtcdSource(Source):
             self._thread = None
 
     def health(self) -> dict[str, Any]:
-        """State of the source for ``status``: ok, retrying or unreachable."""
-        return {"source": self.name, "state": self._state, "revision": self.revision,
-                "error": self._error}
+        """State of the source for ``status``: ok, retrying or unreachable.
+
+        With the time the state began (``since_ns``), the failures in a row,
+        the last error and, while retrying, when the next attempt is due
+        (``next_retry_ns``; nanoseconds since the epoch).
+        """
+        with self._health_lock:
+            return {"source": self.name, "state": self._state, "revision": self.revision,
+                    "error": self._error, "since_ns": self._since_ns,
+                    "failures": self._failures, "next_retry_ns": self._next_retry_ns}
+
+    def _set_health(self, state: str, error: str | None = None,
+                    retry_in_s: float | None = None) -> None:
+        """Note an outcome: ``ok``, or a failure (``error``) and when the next try is due."""
+        with self._health_lock:
+            now = time.time_ns()
+            if state != self._state:
+                self._since_ns = now
+            self._state, self._error = state, error
+            self._failures = 0 if error is None else self._failures + 1
+            self._next_retry_ns = None if retry_in_s is None else now + int(retry_in_s * 1e9)
+
+    def _connected(self) -> None:
+        """The watch is established: etcd answers again."""
+        if self._state != "ok":
+            self._set_health("ok")
 
     def _watch_loop(self, on_change: Callable[[], None]) -> None:
         key, end = self._key_range()
@@ -150,15 +180,17 @@ class EtcdSource(Source):
         while not self._stopping.is_set():
             if self.revision == 0 and not self._resync(on_change):
                 # Never read (etcd was down at start): no revision to watch from.
-                self._state = "retrying"
-                if self._stopping.wait(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)]):
+                pause = _BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)]
+                self._set_health("retrying", self._error, pause)
+                if self._stopping.wait(pause):
                     return
                 failures += 1
                 continue
             try:
-                for revision in self.client.watch(key, end, self.revision + 1, self._stopping):
+                for revision in self.client.watch(key, end, self.revision + 1, self._stopping,
+                                                  on_created=self._connected):
                     failures = 0
-                    self._state, self._error = "ok", None
+                    self._connected()
                     log.debug("etcd %s: change at revision %d", self.name, revision)
                     on_change()
             except EtcdCompacted as exc:
@@ -170,7 +202,7 @@ class EtcdSource(Source):
                     return
                 pause = _BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)]
                 failures += 1
-                self._state, self._error = "retrying", str(exc)
+                self._set_health("retrying", str(exc), pause)
                 log.warning("etcd %s: %s; retrying in %.1fs from revision %d",
                             self.name, exc, pause, self.revision)
                 if self._stopping.wait(pause):
@@ -188,9 +220,11 @@ class EtcdSource(Source):
         try:
             result = self.client.range(key, end)
         except EtcdError as exc:
-            self._error = str(exc)
+            with self._health_lock:
+                self._error = str(exc)
             return False
         self.revision = max(self.revision, result.revision)
+        self._set_health("ok")
         on_change()
         return True
 

@@ -22,7 +22,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -199,7 +199,8 @@ class EtcdClient:
         return int(reply["header"]["revision"])
 
     def watch(self, key: bytes, range_end: bytes | None, start_revision: int,
-              stopping: threading.Event) -> Iterator[int]:
+              stopping: threading.Event,
+              on_created: Callable[[], None] = lambda: None) -> Iterator[int]:
         """Yield the revision of every change from ``start_revision`` on.
 
         One value per etcd watch response: a transaction that changes several
@@ -207,6 +208,8 @@ class EtcdClient:
         is gone, :class:`EtcdUnavailable` when the stream ends (etcd restarted,
         connection lost); the caller reconnects from the last revision it saw.
         ``stopping`` set from another thread ends the iteration promptly.
+        ``on_created()`` is called when etcd confirms the watch: etcd is
+        reachable again, even if nothing changes for hours.
         """
         self.ensure_auth()
         request: dict[str, Any] = {"key": _b64(key), "start_revision": str(start_revision)}
@@ -241,20 +244,26 @@ class EtcdClient:
                     raise EtcdUnavailable(f"watch at {endpoint} ended (etcd restarted?)")
                 result = orjson.loads(line).get("result", {})
                 if result.get("canceled"):
-                    if result.get("compact_revision"):
-                        raise EtcdCompacted(int(result["compact_revision"]))
-                    # A restarted etcd forgot the token it is given: log in
-                    # again on the next attempt.
-                    self._token = None
-                    reason = result.get("cancel_reason") or "no reason given"
-                    raise EtcdUnavailable(f"watch at {endpoint} canceled by etcd: {reason}")
+                    raise self._canceled(endpoint, result)
                 if "error" in orjson.loads(line):
                     raise EtcdUnavailable(f"watch at {endpoint}: {_message(line)}")
+                if result.get("created"):
+                    on_created()
                 if result.get("events"):
                     yield int(result["header"]["revision"])
         finally:
             self._watch_socket = None
             conn.close()
+
+    def _canceled(self, endpoint: str, result: dict[str, Any]) -> EtcdError:
+        """The error to raise for a watch that etcd canceled."""
+        if result.get("compact_revision"):
+            return EtcdCompacted(int(result["compact_revision"]))
+        # A restarted etcd forgot the token it is given: log in again on the
+        # next attempt.
+        self._token = None
+        reason = result.get("cancel_reason") or "no reason given"
+        return EtcdUnavailable(f"watch at {endpoint} canceled by etcd: {reason}")
 
     _watch_socket: socket.socket | None = None
 
