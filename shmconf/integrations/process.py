@@ -466,24 +466,36 @@ def _serve_metrics(publisher: Any, addr: str, port: int) -> int:
     return int(server.server_port)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The child: read the spec, publish, report, serve until told to stop."""
+def channel_argument(argv: Sequence[str] | None, module: str) -> int | None:
+    """The socket descriptor a child of :class:`PublisherProcess` was given, or None.
+
+    Also sets up the child's log lines like gunicorn's, on stderr, which the
+    master's log receives. ``None`` (and a usage line) for a bad command line.
+    """
     args = sys.argv[1:] if argv is None else list(argv)
     if len(args) != 1 or not args[0].isdigit():
-        sys.stderr.write("usage: python -m shmconf.integrations.process FD (started by "
+        sys.stderr.write(f"usage: python -m {module} FD (started by "
                          "shmconf.integrations.process.PublisherProcess)\n")
-        return 2
+        return None
     logging.basicConfig(
         level=logging.INFO,
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    return int(args[0])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The child: read the spec, publish, report, serve until told to stop."""
+    fd = channel_argument(argv, "shmconf.integrations.process")
+    if fd is None:
+        return 2
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     # Until the service loop installs its reload handler, a SIGHUP must not
     # kill the child (its default action): the first publish reads the files anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    channel = socket.socket(fileno=int(args[0]))
+    channel = socket.socket(fileno=fd)
     try:
         spec = _read_spec(channel)
         return _run(channel, spec)

@@ -408,19 +408,14 @@ class Supervisor:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The supervisor: read the master's spec, then supervise its publisher."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    if len(args) != 1 or not args[0].isdigit():
-        sys.stderr.write("usage: python -m shmconf.integrations.supervisor FD (started by "
-                         "shmconf.integrations.process.PublisherProcess)\n")
+    from shmconf.integrations.process import channel_argument
+
+    fd = channel_argument(argv, "shmconf.integrations.supervisor")
+    if fd is None:
         return 2
-    logging.basicConfig(
-        level=logging.INFO,
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     # Until the loop installs its handlers, a SIGHUP must not kill the supervisor.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    master = socket.socket(fileno=int(args[0]))
+    master = socket.socket(fileno=fd)
     try:
         buffer = b""
         while b"\n" not in buffer:
