@@ -28,6 +28,7 @@ from shmconf.protocol.block import (
     SharedBlock,
     list_shm_names,
     other_layout_names,
+    reserve,
     unlink_shm,
     unused_other_layouts,
 )
@@ -63,6 +64,9 @@ class Writer:
     _data: SharedBlock | None = None
     _table: SharedBlock | None = None
     _wake: WakeWord | None = None
+    #: ``(meta, payload, published_ns)`` of the published generation, to put
+    #: it back if its slot is damaged (see _check_data()).
+    _published: tuple[bytes, bytes, int] | None = None
 
     def __init__(
         self,
@@ -99,6 +103,8 @@ class Writer:
         words = anchor.words
         self._open_data(slot_capacity)
         self._remove_leftovers()
+        found = self.current_slot()
+        self._published = found
         # Objects of other layout versions of this name (a `kill -USR2`
         # upgrade's old workers may still read them): removed once unmapped.
         self._old_layouts = bool(other_layout_names(name))
@@ -142,6 +148,41 @@ class Writer:
                             "tampered with); restored", self.name, _WORD_NAMES[index],
                             found, expected)
                 words[index] = expected
+        self._check_data()
+
+    def _check_data(self) -> None:
+        """Put back the data segment's size, header and published slot if they changed.
+
+        Nobody maps a data segment, so a truncated or scribbled one kills no
+        process: readers fail their checks and keep their last snapshot. This
+        repairs it, and publishes the damaged generation's content again as a
+        new generation, so that readers which refused it adopt it.
+        """
+        data = self._data
+        if data is None:
+            return
+        serial = int(self._owned[L.A_DATA_SERIAL])
+        header = L.DATA_PREFIX.pack(L.DATA_MAGIC, L.LAYOUT_VERSION, L.DATA_HEADER_SIZE, serial,
+                                    self._capacity, self._stride)
+        size = os.fstat(data.fileno()).st_size
+        generation = int(self._owned[L.A_GENERATION])
+        header_ok = data.pread(0, len(header)) == header
+        slot_ok = generation == 0 or read_slot(
+            data, generation, self._stride, self._capacity) is not None
+        if size == data.size and header_ok and slot_ok:
+            return
+        log.warning("config %r: data segment %d was damaged or tampered with (%d of %d bytes, "
+                    "header %s, published slot %s); restored", self.name, serial, size,
+                    data.size, "intact" if header_ok else "changed",
+                    "intact" if slot_ok else "unreadable")
+        if size < data.size:
+            reserve(data.fileno(), data.size, data.shm_name)
+        elif size > data.size:
+            os.ftruncate(data.fileno(), data.size)
+        data.pwrite(0, header)
+        if not slot_ok and self._published is not None:
+            meta, payload, published_ns = self._published
+            self._write(meta, payload, published_ns)
 
     def _open_table(self) -> None:
         """Open the reader table, or make it; a removed one is made again."""
@@ -210,16 +251,19 @@ class Writer:
     def current(self) -> tuple[bytes, bytes] | None:
         """``(meta, payload)`` of the published generation, or ``None``.
 
-        Only the writer may read its slot without the reader's checks: no
-        one else writes it. A slot that fails its checksum (a writer killed
-        mid-write, or damage) counts as nothing published.
+        A slot that fails its checks (a writer killed mid-write, or damage)
+        counts as nothing published.
         """
+        found = self.current_slot()
+        return None if found is None else found[:2]
+
+    def current_slot(self) -> tuple[bytes, bytes, int] | None:
+        """``(meta, payload, published_ns)`` of the published generation, or ``None``."""
         generation = self.generation
         data = self._data
         if generation == 0 or data is None:
             return None
-        found = read_slot(data, generation, self._stride, self._capacity)
-        return None if found is None else found[:2]
+        return read_slot(data, generation, self._stride, self._capacity)
 
     def publish(self, payload: bytes, meta: bytes = b"{}", published_ns: int | None = None) -> int:
         """Publish ``payload`` as the next generation; returns that generation.
@@ -229,6 +273,9 @@ class Writer:
         anything a reader can see has changed.
         """
         self.check_words()
+        return self._write(meta, payload, published_ns)
+
+    def _write(self, meta: bytes, payload: bytes, published_ns: int | None) -> int:
         words = self.anchor.words
         generation = max(words[L.A_GENERATION], self._floor) + 1
         if generation >= _GENERATION_LIMIT:
@@ -254,6 +301,7 @@ class Writer:
         )
         words[L.A_GENERATION] = generation  # W4: the commit point; pairs with the reader's R1
         self._owned[L.A_GENERATION] = generation
+        self._published = (meta, payload, published_ns)
         words[L.A_HEARTBEAT_NS] = published_ns
         announce(words, self._wake)  # idle readers wake and adopt it
         return generation

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
 import pytest
 
 import shmconf
+from shmconf import status
 from shmconf.protocol import layout as L
 from shmconf.protocol.anchor import open_anchor
-from tests.helpers import REPO
+from shmconf.protocol.block import SHM_DIR
+from tests.helpers import REPO, wait_until
 
 
 def scribble(name: str, index: int, value: int) -> None:
@@ -82,4 +85,77 @@ def test_the_advice_for_an_exhausted_count_works(name: str) -> None:
     assert result.returncode == 0, result.stderr
     with shmconf.Publisher(name) as publisher:
         assert publisher.publish({"v": 3}) == 1
+        publisher.unlink()
+
+
+def test_an_owner_truncating_the_data_segment_kills_no_one(
+        name: str, caplog: pytest.LogCaptureFixture) -> None:
+    # Were the segment mapped, the next read of it would kill this process
+    # with SIGBUS. It is read with pread: a short read fails a check.
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish({"v": 1, "pad": "x" * 5000})
+        reader = shmconf.attach(name)
+        old = publisher.generation
+        publisher.publish({"v": 2, "pad": "x" * 5000})
+        serial = publisher.writer.anchor.words[L.A_DATA_SERIAL]
+        os.truncate(os.path.join(SHM_DIR, L.data_shm_name(name, serial)), 0)
+        assert reader.get()["v"] == 1  # generation 2 fails its checks: the last good
+        assert reader.generation == old
+        with caplog.at_level(logging.WARNING, logger="shmconf.writer"):
+            publisher.writer.heartbeat()
+        assert f"data segment {serial} was damaged or tampered with (0 of" in caplog.text
+        # Restored, and the damaged generation's content published again.
+        assert reader.get()["v"] == 2
+        assert reader.generation == old + 2
+        with shmconf.attach(name) as fresh:
+            assert fresh.get()["v"] == 2
+        reader.close()
+        publisher.unlink()
+
+
+def test_a_scribbled_published_slot_is_republished_by_the_heartbeat(
+        name: str, caplog: pytest.LogCaptureFixture) -> None:
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish({"v": 1})
+        reader = shmconf.attach(name, idle_adoption=True)
+        publisher.publish({"v": 2})
+        wait_until(lambda: reader.generation == 2, 5, 0.001, "adoption of 2")
+        data = publisher.writer._data
+        assert data is not None
+        offset = L.slot_offset(0, publisher.writer._stride) + L.SLOT_HEADER_SIZE
+        data.pwrite(offset, b"garbage")
+        with caplog.at_level(logging.WARNING, logger="shmconf.writer"):
+            publisher.writer.heartbeat()
+        assert "published slot unreadable); restored" in caplog.text
+        wait_until(lambda: reader.generation == 3, 5, 0.001, "the republished generation")
+        assert reader.get()["v"] == 2
+        reader.close()
+        publisher.unlink()
+
+
+def test_an_owner_truncating_the_reader_table_kills_no_one(name: str) -> None:
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish({"v": 1})
+        reader = shmconf.attach(name, idle_adoption=True)
+        os.truncate(os.path.join(SHM_DIR, L.table_shm_name(name)), 0)
+        assert status.collect(name, reclaim=False).readers == []
+        publisher.publish({"v": 2})
+        # The adoption rewrote this reader's entry.
+        wait_until(lambda: [(r.pid, r.generation) for r in status.collect(
+            name, reclaim=False).readers] == [(os.getpid(), 2)], 5, 0.005, "relisted")
+        reader.close()
+        publisher.unlink()
+
+
+def test_a_removed_reader_table_is_made_again(name: str) -> None:
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish({"v": 1})
+        reader = shmconf.attach(name, idle_adoption=True)
+        os.unlink(os.path.join(SHM_DIR, L.table_shm_name(name)))
+        assert status.collect(name, reclaim=False).readers_unlisted is not None
+        publisher.writer.heartbeat()
+        publisher.publish({"v": 2})
+        wait_until(lambda: [(r.pid, r.generation) for r in status.collect(
+            name, reclaim=False).readers] == [(os.getpid(), 2)], 5, 0.005, "relisted")
+        reader.close()
         publisher.unlink()

@@ -103,7 +103,7 @@ class SharedBlock:
             os.fchmod(fd, mode)
             if gid is not None:
                 os.fchown(fd, -1, gid)
-            _reserve(fd, size, shm_name)
+            reserve(fd, size, shm_name)
             return cls(shm_name, fd, size, writable=True, mapped=mapped)
         except BaseException:
             os.close(fd)
@@ -346,7 +346,7 @@ def _version_of(shm_name: str) -> str:
     return match[1] or "" if match else ""
 
 
-def _reserve(fd: int, size: int, shm_name: str) -> None:
+def reserve(fd: int, size: int, shm_name: str) -> None:
     """Give the object ``size`` bytes of real pages, or fail with a clear ENOSPC."""
     try:
         os.posix_fallocate(fd, 0, size)

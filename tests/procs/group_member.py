@@ -1,0 +1,96 @@
+"""A process of another user in the publisher's group: reads, or attacks, as told.
+
+Started as root, it imports what it needs, then drops to ``nobody`` (uid and
+group 65534), as a server that drops privileges does; the publisher runs as
+root with ``group=65534``. Then, one command per line on stdin, one JSON
+answer per line on stdout:
+
+* ``attach [trusted]``: attach (with ``trusted_owner=0`` when asked), with
+  idle adoption; answers the value of ``v`` and the generation, or the error.
+* ``read``: the generation and ``v`` this process holds, without a read, then
+  with one.
+* ``write-anchor`` / ``write-data``: try to open them for writing (truncate).
+* ``truncate-table``, ``scribble-table``: damage the reader table.
+* ``lock-table N``: take the locks of the first N entries and keep them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from typing import Any
+
+import orjson
+
+import shmconf
+import shmconf.adoption  # noqa: F401 - imported before the interpreter's files are out of reach
+from shmconf.protocol import layout as L
+from shmconf.protocol import table
+from shmconf.protocol.block import SHM_DIR
+
+NOBODY = 65534
+name = sys.argv[1]
+os.setgroups([NOBODY])
+os.setgid(NOBODY)
+os.setuid(NOBODY)
+
+reader: shmconf.Reader[Any] | None = None
+held: list[int] = []
+
+
+def path(shm_name: str) -> str:
+    return os.path.join(SHM_DIR, shm_name)
+
+
+def try_to_write(shm_name: str) -> dict[str, Any]:
+    try:
+        fd = os.open(path(shm_name), os.O_RDWR)
+    except PermissionError as exc:
+        return {"refused": exc.strerror}
+    os.ftruncate(fd, 0)
+    os.close(fd)
+    return {"refused": None}
+
+
+def answer(line: str) -> dict[str, Any]:
+    global reader
+    command, *args = line.split()
+    if command == "attach":
+        try:
+            reader = shmconf.attach(name, timeout=5, idle_adoption=True,
+                                    trusted_owner=0 if args == ["trusted"] else None)
+        except shmconf.ShmconfError as exc:
+            return {"error": str(exc)}
+        return {"v": reader.get()["v"], "generation": reader.generation, "pid": os.getpid()}
+    if command == "read":
+        assert reader is not None
+        before = reader.generation
+        return {"held": before, "v": reader.get()["v"], "generation": reader.generation}
+    if command == "write-anchor":
+        return try_to_write(L.anchor_shm_name(name))
+    if command == "write-data":
+        return try_to_write(L.data_shm_name(name, int(args[0])))
+    if command == "truncate-table":
+        os.truncate(path(L.table_shm_name(name)), 0)
+        return {"done": True}
+    if command == "scribble-table":
+        fd = os.open(path(L.table_shm_name(name)), os.O_WRONLY)
+        os.pwrite(fd, b"\xff" * 4096, 0)
+        os.close(fd)
+        return {"done": True}
+    if command == "lock-table":
+        fd = os.open(path(L.table_shm_name(name)), os.O_RDWR)
+        for index in range(int(args[0])):
+            request = table._lock_request(fcntl.F_WRLCK, index)
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)
+            held.append(index)
+        return {"held": len(held)}
+    return {"error": f"unknown command {command!r}"}
+
+
+print(orjson.dumps({"uid": os.getuid()}).decode(), flush=True)
+for line in sys.stdin:
+    print(orjson.dumps(answer(line)).decode(), flush=True)
+if reader is not None:
+    reader.close()
