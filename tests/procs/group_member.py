@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 import shmconf
-import shmconf.adoption  # noqa: F401 - imported before the interpreter's files are out of reach
+import shmconf.adoption  # now: after the drop, the interpreter's files may be out of reach
 from shmconf.protocol import layout as L
 from shmconf.protocol import table
 from shmconf.protocol.block import SHM_DIR
@@ -35,7 +35,8 @@ os.setgroups([NOBODY])
 os.setgid(NOBODY)
 os.setuid(NOBODY)
 
-reader: shmconf.Reader[Any] | None = None
+#: The member's reader, once attached (one entry: a list keeps it out of globals).
+readers: list[shmconf.Reader[Any]] = []
 held: list[int] = []
 
 
@@ -54,7 +55,6 @@ def try_to_write(shm_name: str) -> dict[str, Any]:
 
 
 def answer(line: str) -> dict[str, Any]:
-    global reader
     command, *args = line.split()
     if command == "attach":
         try:
@@ -62,9 +62,10 @@ def answer(line: str) -> dict[str, Any]:
                                     trusted_owner=0 if args == ["trusted"] else None)
         except shmconf.ShmconfError as exc:
             return {"error": str(exc)}
+        readers.append(reader)
         return {"v": reader.get()["v"], "generation": reader.generation, "pid": os.getpid()}
     if command == "read":
-        assert reader is not None
+        reader = readers[-1]
         before = reader.generation
         return {"held": before, "v": reader.get()["v"], "generation": reader.generation}
     if command == "write-anchor":
@@ -92,5 +93,5 @@ def answer(line: str) -> dict[str, Any]:
 print(orjson.dumps({"uid": os.getuid()}).decode(), flush=True)
 for line in sys.stdin:
     print(orjson.dumps(answer(line)).decode(), flush=True)
-if reader is not None:
+for reader in readers:
     reader.close()
