@@ -476,12 +476,14 @@ def _memory(result: Any) -> str:
         return _failed("memory", result)
     body = [[r["label"], "yes" if r["model"] else "no", size(r["rss_delta"]),
              size(r["pss_delta"]), size(r["uss_delta"])] for r in result["rows"]]
+    repetitions = result["rows"][0].get("repetitions", 1) if result["rows"] else 1
     return "\n".join([
         table(["config", "model", "RSS", "PSS", "USS (private)"], body),
         "",
         "Growth of a fresh reader process from just before `attach()` to just after the first "
         "`get()` (from `/proc/self/smaps_rollup`; shmconf, orjson and pydantic already "
-        "imported). USS is what that worker alone pays: the parsed config (Python objects "
+        f"imported; the median of {repetitions} fresh processes). USS is what that worker "
+        "alone pays: the parsed config (Python objects "
         "are several times the JSON size). RSS also counts the shared-memory pages it "
         "touched, which all workers share.",
     ])
