@@ -314,16 +314,15 @@ class Reader(Generic[T]):
                     return frozen.loads(payload)  # type: ignore[no-any-return]
                 except orjson.JSONDecodeError:
                     raise _Unreadable from None
-            # orjson, then the model: pydantic's own JSON parser is barely
-            # faster here and keeps a string cache in every worker (about
-            # 240 KB more private memory per worker for a 4 KB config).
+            # pydantic parses the JSON itself: no intermediate dicts, faster
+            # than orjson + model_validate at every size (docs/bench.md), and
+            # the mode the publisher's round-trip check validates in (strict
+            # models accept a datetime's JSON string only in JSON mode).
             try:
-                data = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                raise _Unreadable from None
-            try:
-                return self._model(data)
+                return self._model(payload)
             except ValueError as exc:  # pydantic.ValidationError is a ValueError
+                if _invalid_json(exc):  # as orjson's JSONDecodeError above
+                    raise _Unreadable from None
                 raise ConfigValidationError(self.name, validation_problems(exc)) from None
             except Exception as exc:  # a validator of the model that raised something else
                 raise ConfigValidationError(
@@ -466,8 +465,17 @@ def value_at(obj: Any, parts: tuple[str, ...]) -> Any:
     return obj
 
 
+def _invalid_json(exc: ValueError) -> bool:
+    """Whether pydantic refused the payload as JSON rather than the config it holds."""
+    errors = getattr(exc, "errors", None)
+    return callable(errors) and any(e.get("type") == "json_invalid" for e in errors())
+
+
 def _model_validator(model: type[Any] | None) -> Callable[[Any], Any] | None:
-    """How a worker validates a snapshot: the model's snapshot class (``shmconf.model``)."""
+    """How a worker validates a snapshot: the model's snapshot class (``shmconf.model``).
+
+    Called with the payload's JSON bytes (see ``Reader._parse``).
+    """
     if model is None:
         return None
     if not hasattr(model, "model_validate"):
