@@ -21,6 +21,7 @@ from bench import (
     etcd_fanout,
     machine,
     memory,
+    newgen,
     propagation,
     publish_cost,
     read_latency,
@@ -34,8 +35,7 @@ from bench.pool import Pool
 #: name -> (title for progress lines, function(session, pool)).
 MEASURES: dict[str, tuple[str, Callable[[Session, Pool], dict[str, Any]]]] = {
     "read_latency": ("read latency, unchanged config", lambda s, p: read_latency.unchanged(s)),
-    "new_generation": ("shmconf: new generation read cost",
-                       lambda s, p: read_latency.new_generation(s)),
+    "new_generation": ("shmconf: new generation read cost", lambda s, p: newgen.run(s)),
     "publish": ("shmconf: publish cost", lambda s, p: publish_cost.publish_mapping(s)),
     "publish_file": ("shmconf: file -> publish cost", lambda s, p: publish_cost.publish_file(s)),
     "memory": ("shmconf: memory per worker", lambda s, p: memory.run(s)),

@@ -1,4 +1,4 @@
-"""Read latency: unchanged config (every alternative), while updating 1000/s, new generation.
+"""Read latency: unchanged config (every alternative), and while updating 1000/s.
 
 * **Unchanged config**: in one process, each alternative's read is inlined
   into a loop (as ``timeit`` does). The mean comes from batches of 100 reads
@@ -8,21 +8,19 @@
   rotating order and the report gives the median of the repetitions.
 * **While updating**: a reader process times single reads for a few seconds
   while this process updates the config 1000 times a second.
-* **New generation** (shmconf only): the first ``get()`` after a publish,
-  which copies, checks, parses and (with a model) validates, by size.
+
+The first ``get()`` after a publish is ``bench.newgen``'s measure.
 """
 
 from __future__ import annotations
 
 import select
 import time
-import zlib
 from typing import Any
 
 from bench import pool as workers
 from bench._common import (
     KIB,
-    MIB,
     BenchError,
     Session,
     compile_loops,
@@ -30,10 +28,7 @@ from bench._common import (
     latency_stats,
     make_config,
     median,
-    percentiles,
     sample_buffer,
-    settings_model,
-    size_label,
     timer_overhead_ns,
     with_version,
 )
@@ -221,81 +216,3 @@ def _update_until_reply(owner: Alternative, config: dict[str, Any], worker: work
         if now > deadline:
             raise BenchError("the reader did not finish")
     return updates, max(1e-9, (time.monotonic_ns() - start_ns) / 1e9)
-
-
-# -- new generation -------------------------------------------------------------------------
-
-
-def new_generation(session: Session) -> dict[str, Any]:
-    """Cost of the first get() after a publish, with and without a model, by size."""
-
-    import orjson
-
-    import shmconf
-    from shmconf import content, frozen
-
-    quick = session.quick
-    model = settings_model()
-    sizes = {4 * KIB: 300, 64 * KIB: 100, MIB: 20}
-    if quick:
-        sizes = {4 * KIB: 20, 64 * KIB: 5, MIB: 2}
-    rows: list[dict[str, Any]] = []
-    for size, reps in sizes.items():
-        config = make_config(size)
-        name = session.name("newgen")
-        publisher = shmconf.Publisher(name)
-        try:
-            publisher.publish(config)
-            plain = shmconf.attach(name)
-            typed = shmconf.attach(name, model=model)
-            times: dict[str, list[float]] = {"plain": [], "model": []}
-            try:
-                for rep in range(reps + 2):
-                    publisher.publish(with_version(config, rep + 2))
-                    pair = [("plain", plain), ("model", typed)]
-                    if rep % 2:
-                        pair.reverse()
-                    for label, reader in pair:
-                        t0 = time.perf_counter_ns()
-                        reader.get()
-                        elapsed = time.perf_counter_ns() - t0
-                        if rep >= 2:  # the first two map the data segment
-                            times[label].append(elapsed)
-            finally:
-                plain.close()
-                typed.close()
-        finally:
-            publisher.unlink()
-        payload = content.canonical(config)
-        parsed = orjson.loads(payload)
-        # The steps of the reader's slow path, each timed alone on the same payload.
-        parts = {
-            "copy": _best(lambda p=payload: bytes(memoryview(p))),
-            "crc32": _best(lambda p=payload: zlib.crc32(p)),
-            "parse": _best(lambda p=payload: orjson.loads(p)),
-            "model_json": _best(lambda p=payload: model.model_validate_json(p)),
-            "model": _best(lambda d=parsed: model.model_validate(d)),
-        }
-        # Building the read-only containers (shmconf.frozen) from a parse.
-        parts["freeze"] = _best(lambda d=parsed: frozen.freeze(d))
-        p_plain = percentiles(times["plain"], len(times["plain"]), [50, 90])
-        p_model = percentiles(times["model"], len(times["model"]), [50, 90])
-        rows.append({
-            "size": size, "label": size_label(size), "payload_bytes": len(payload),
-            "reps": reps, "plain_p50_ns": p_plain[0], "plain_p90_ns": p_plain[1],
-            "model_p50_ns": p_model[0], "model_p90_ns": p_model[1],
-            "parts_ns": parts,
-        })
-        eprint(f"  new generation {size_label(size)}: {p_plain[0] / 1000:.1f} us plain, "
-               f"{p_model[0] / 1000:.1f} us with a model")
-    return {"rows": rows}
-
-
-def _best(fn: Any, reps: int = 5) -> float:
-    """Median of a few timed calls, in ns."""
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - t0)
-    return median(times)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
+import orjson
+
 
 def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
     raise TypeError(f"a config snapshot is read-only ({type(self).__name__}); copy it "
@@ -20,7 +22,7 @@ def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
 
 
 class FrozenDict(dict[str, Any]):
-    """A ``dict`` that refuses every change (made by :func:`freeze`)."""
+    """A ``dict`` that refuses every change (made by :func:`loads` and :func:`freeze`)."""
 
     __slots__ = ()
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
@@ -43,7 +45,7 @@ class FrozenDict(dict[str, Any]):
 
 
 class FrozenList(list[Any]):
-    """A ``list`` that refuses every change (made by :func:`freeze`)."""
+    """A ``list`` that refuses every change (made by :func:`loads` and :func:`freeze`)."""
 
     __slots__ = ()
     __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = _refuse
@@ -64,22 +66,86 @@ class FrozenList(list[Any]):
         return list(self)
 
 
-def freeze(value: Any) -> Any:
-    """Parsed JSON as read-only containers, all the way down.
+class _NewDict(dict[str, Any]):
+    """A dict on its way to becoming a :class:`FrozenDict`.
 
-    Calls itself only for containers: most values of a config are scalars.
-    The containers are filled through ``dict.__init__``/``list.__init__``:
-    their own ``__init__`` refuses.
+    Same layout, and dict's own ``__init__``: ``_NewDict(d)`` is one call
+    into C, where ``FrozenDict``, whose ``__init__`` refuses, needs
+    ``dict.__new__`` and ``dict.__init__`` called from Python. Assigning
+    ``__class__`` afterwards is allowed between two such subclasses.
     """
+
+    __slots__ = ()
+
+
+class _NewList(list[Any]):
+    """A list on its way to becoming a :class:`FrozenList` (see :class:`_NewDict`)."""
+
+    __slots__ = ()
+
+
+def loads(payload: bytes) -> Any:
+    """Parse JSON into read-only containers: what ``get()`` returns without a model.
+
+    orjson builds plain dicts and lists, which no one else holds yet, so
+    they are frozen in place: each container is copied once into its
+    read-only class (in C) and its frozen children are stored into it.
+    Raises ``orjson.JSONDecodeError`` like ``orjson.loads``.
+    """
+    return _freeze_owned(orjson.loads(payload))
+
+
+def freeze(value: Any) -> Any:
+    """``value`` (plain JSON data) as read-only containers, all the way down.
+
+    ``value`` is left as it is: its dicts and lists are copied, then frozen;
+    the values inside them are shared, as before.
+    """
+    return _freeze_owned(_copy_containers(value))
+
+
+def _copy_containers(value: Any) -> Any:
     if type(value) is dict:
-        frozen_dict = dict.__new__(FrozenDict)
-        dict.__init__(frozen_dict, {key: freeze(item) if type(item) is dict
-                                    or type(item) is list else item
-                                    for key, item in value.items()})
-        return frozen_dict
+        return {key: _copy_containers(item) for key, item in value.items()}
     if type(value) is list:
-        frozen_list = list.__new__(FrozenList)
-        list.__init__(frozen_list, [freeze(item) if type(item) is dict or type(item) is list
-                                    else item for item in value])
-        return frozen_list
+        return [_copy_containers(item) for item in value]
     return value
+
+
+def _freeze_owned(value: Any) -> Any:
+    if type(value) is dict:
+        return _freeze_dict(value)
+    if type(value) is list:
+        return _freeze_list(value)
+    return value
+
+
+# The hot loops below run once per container of every new generation (most of
+# a model-less read), so they test exact types (orjson makes no subclasses)
+# and touch only the containers: most values of a config are scalars.
+
+
+def _freeze_dict(value: dict[str, Any]) -> FrozenDict:
+    """Freeze ``value``'s containers in place, then copy it into a FrozenDict."""
+    for key, item in value.items():
+        kind = type(item)
+        if kind is dict:
+            value[key] = _freeze_dict(item)  # replacing a value keeps the iteration valid
+        elif kind is list:
+            value[key] = _freeze_list(item)
+    frozen = _NewDict(value)
+    frozen.__class__ = FrozenDict
+    return frozen  # type: ignore[return-value]  # its class is FrozenDict now
+
+
+def _freeze_list(value: list[Any]) -> FrozenList:
+    """``value`` copied into a FrozenList, its containers frozen."""
+    for item in value:
+        kind = type(item)
+        if kind is dict or kind is list:  # rebuild only a list that holds containers
+            value = [_freeze_dict(x) if type(x) is dict
+                     else _freeze_list(x) if type(x) is list else x for x in value]
+            break
+    frozen = _NewList(value)
+    frozen.__class__ = FrozenList
+    return frozen  # type: ignore[return-value]  # its class is FrozenList now

@@ -126,9 +126,14 @@ def _derive(model: type[Any]) -> type[Any]:
         raise TypeError(f"model must be a pydantic model class, got {model!r}")
     # Not pydantic's frozen=True: a model validator (mode="after") or
     # model_post_init may assign fields while the snapshot is validated;
-    # afterwards _refuse_setattr refuses, as frozen would.
-    config = ConfigDict(**{**model.model_config, "frozen": False, "validate_by_name": True,
-                           "validate_by_alias": True, "from_attributes": True})
+    # afterwards _refuse_setattr refuses, as frozen would. Workers validate
+    # the published JSON once per generation, where pydantic's cache of
+    # parsed strings is slower (about 20 % at 1 MB, docs/bench.md); it is off
+    # unless the model sets cache_strings (the cache shares repeated string
+    # values, which saves memory in a config that repeats many).
+    config = ConfigDict(**{"cache_strings": False, **model.model_config, "frozen": False,
+                           "validate_by_name": True, "validate_by_alias": True,
+                           "from_attributes": True})
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         annotation = _snapshot_annotation(info.annotation)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import os
 import sys
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 import orjson
 
-from shmconf import _gc
+from shmconf import frozen
 from shmconf.errors import (
     AnchorNotReady,
     AttachTimeout,
@@ -46,7 +47,6 @@ from shmconf.errors import (
     SegmentError,
     validation_problems,
 )
-from shmconf.frozen import freeze
 from shmconf.protocol import layout as L
 from shmconf.protocol import table
 from shmconf.protocol.anchor import open_anchor
@@ -363,23 +363,32 @@ class Reader(Generic[T]):
         return True
 
     def _parse(self, payload: bytes) -> T:
-        with _gc.paused():
-            try:
-                data = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                raise _Unreadable from None
+        # The collector is paused while the snapshot is built (see shmconf._gc),
+        # inline: _gc.paused()'s generator costs about 1 us on every new generation.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
             if self._model is None:
-                return freeze(data)  # type: ignore[no-any-return]
-            # orjson, then the model: pydantic's own JSON parser is barely
-            # faster here and keeps a string cache in every worker (about
-            # 240 KB more private memory per worker for a 4 KB config).
+                try:
+                    return frozen.loads(payload)  # type: ignore[no-any-return]
+                except orjson.JSONDecodeError:
+                    raise _Unreadable from None
+            # pydantic parses the JSON itself: no intermediate dicts, faster
+            # than orjson + model_validate at every size (docs/bench.md), and
+            # the mode the publisher's round-trip check validates in (strict
+            # models accept a datetime's JSON string only in JSON mode).
             try:
-                return self._model(data)
+                return self._model(payload)
             except ValueError as exc:  # pydantic.ValidationError is a ValueError
+                if _invalid_json(exc):  # as orjson's JSONDecodeError above
+                    raise _Unreadable from None
                 raise ConfigValidationError(self.name, validation_problems(exc)) from None
             except Exception as exc:  # a validator of the model that raised something else
                 raise ConfigValidationError(
                     self.name, [f"(root): the model raised {type(exc).__name__}"]) from None
+        finally:
+            if collecting:
+                gc.enable()
 
     def _update_entry(self) -> None:
         """R7's bookkeeping: write this process's entry in the reader table.
@@ -553,8 +562,17 @@ def value_at(obj: Any, parts: tuple[str, ...]) -> Any:
     return obj
 
 
+def _invalid_json(exc: ValueError) -> bool:
+    """Whether pydantic refused the payload as JSON rather than the config it holds."""
+    errors = getattr(exc, "errors", None)
+    return callable(errors) and any(e.get("type") == "json_invalid" for e in errors())
+
+
 def _model_validator(model: type[Any] | None) -> Callable[[Any], Any] | None:
-    """How a worker validates a snapshot: the model's snapshot class (``shmconf.model``)."""
+    """How a worker validates a snapshot: the model's snapshot class (``shmconf.model``).
+
+    Called with the payload's JSON bytes (see ``Reader._parse``).
+    """
     if model is None:
         return None
     if not hasattr(model, "model_validate"):

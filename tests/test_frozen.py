@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 import shmconf
-from shmconf.frozen import FrozenDict, FrozenList, freeze
+from shmconf.frozen import FrozenDict, FrozenList, freeze, loads
 
 DATA = {"a": 1, "nested": {"list": [1, {"deep": "x"}], "empty": {}}, "s": "t"}
 
@@ -79,3 +79,41 @@ def test_init_cannot_refill_a_snapshot() -> None:
     with pytest.raises(TypeError, match="read-only"):
         snapshot["nested"]["list"].__init__([7])  # type: ignore[misc]
     assert snapshot == DATA
+
+
+NESTED = b'[{"a": [[1, {"b": []}], {}]}, [[["x"]]], 3, null]'
+
+
+def _containers(value: object) -> list[object]:
+    found = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            found.append(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            found.append(node)
+            stack.extend(node)
+    return found
+
+
+@pytest.mark.parametrize("build", [lambda: loads(NESTED), lambda: freeze(json.loads(NESTED))])
+def test_every_container_is_read_only_lists_of_lists_too(build: object) -> None:
+    snapshot = build()  # type: ignore[operator]
+    assert snapshot == json.loads(NESTED)
+    assert {type(c) for c in _containers(snapshot)} == {FrozenDict, FrozenList}
+    assert len(_containers(snapshot)) == len(_containers(json.loads(NESTED)))
+
+
+def test_freeze_leaves_its_argument_alone() -> None:
+    data = json.loads(NESTED)
+    leaf = data[0]
+    freeze(data)
+    assert {type(c) for c in _containers(data)} == {dict, list}
+    assert data[0] is leaf
+
+
+def test_loads_refuses_what_is_not_json() -> None:
+    with pytest.raises(orjson.JSONDecodeError):
+        loads(b"{not json")

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
@@ -32,7 +33,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import shmconf
-from shmconf.model import apply_environment, published_data, snapshot_model
+from shmconf.model import apply_environment, published_data, snapshot_model, validate
 from tests import models as suite_models
 from tests.apps import models as app_models
 from tests.helpers import REPO
@@ -104,6 +105,8 @@ def test_published_data_validates_back_into_an_equal_instance(model: type[Any],
     json.dumps(form)  # plain JSON data
     back = snapshot.model_validate(json.loads(json.dumps(form)))
     assert back == published
+    # As a worker reads it: the published JSON bytes, validated by field name.
+    assert validate(snapshot, json.dumps(form).encode(), by_name=True) == published
     for secret in ("sekret-1", "s3cret", "pw-1", "pw-2"):
         if secret in json.dumps(data):
             assert secret in json.dumps(form)  # secrets are published, not masked
@@ -207,6 +210,23 @@ class Node(BaseModel):
 def test_a_recursive_model_is_published_and_read(name: str) -> None:
     cfg = publish_and_read(name, Node, {"value": 1, "children": [{"value": 2}]})
     assert cfg == Node(value=1, children=[Node(value=2)])
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True)
+    when: datetime.datetime
+    key: uuid.UUID
+    pair: tuple[int, int]
+
+
+def test_a_strict_model_reads_back_what_json_has_no_type_for(name: str) -> None:
+    # A datetime, a UUID and a tuple are strings and a list in JSON: strict
+    # validation accepts them from JSON, as the publisher's check validates,
+    # and would refuse them from parsed Python data.
+    data = {"when": datetime.datetime(2026, 1, 2, 3, 4, 5), "key": uuid.UUID(int=5),
+            "pair": (1, 2)}
+    cfg = publish_and_read(name, Strict, data)
+    assert cfg == Strict(**data)
 
 
 class Scaled(BaseModel):
