@@ -19,6 +19,7 @@ from typing import Any
 
 from bench import (
     etcd_fanout,
+    idle_adoption,
     machine,
     memory,
     newgen,
@@ -42,6 +43,8 @@ MEASURES: dict[str, tuple[str, Callable[[Session, Pool], dict[str, Any]]]] = {
     "scaling": ("aggregate reads/s by reader processes", scaling.run),
     "under_updates": ("reads while updating 1000/s", read_latency.under_updates),
     "propagation": ("propagation to reader processes", propagation.run),
+    "idle_adoption": ("shmconf: idle workers adopt a publish",
+                      lambda s, p: idle_adoption.run(s)),
     "publisher_restart": ("shmconf: publisher killed -> a new one serving",
                           lambda s, p: supervision.run(s)),
     "idle_cpu": ("shmconf: idle publisher CPU", lambda s, p: publish_cost.idle_cpu(s)),
@@ -84,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             for key, (title, measure) in MEASURES.items():
                 if only and key not in only:
                     continue
-                if key == "idle_cpu":
-                    pool.close()  # a quiet machine for the idle measure
+                if key in ("idle_adoption", "idle_cpu"):
+                    pool.close()  # a quiet machine for the idle measures
                 conditions = {"loadavg": machine.loadavg()}
                 if not args.quick:
                     # A shared machine: let other work settle, and record how busy it was.

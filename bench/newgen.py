@@ -152,11 +152,11 @@ def _steps(probe: Any, typed_probe: Any) -> dict[str, int]:
     """The reader's slow path, one step at a time (``Reader._adopt`` and ``_parse``)."""
     now = time.perf_counter_ns
     t0 = now()
-    generation, meta, payload, _ = probe._read_slot()  # R1-R6: copy, sequence words, crc32
+    _, meta, payload, _ = probe._read_slot()  # R1-R6: copy, sequence words, crc32
     t1 = now()
     orjson.loads(meta)
     t2 = now()
-    _note_in_table(probe, generation)  # R7
+    probe._update_entry()  # R7: the reader-table write
     t3 = now()
     collecting = gc.isenabled()
     gc.disable()
@@ -181,15 +181,6 @@ def _steps(probe: Any, typed_probe: Any) -> dict[str, int]:
         if collecting:
             gc.enable()
     return {f"step_{key}": value for key, value in steps.items()}
-
-
-def _note_in_table(probe: Any, generation: int) -> None:
-    """The reader-table write of R7, by whichever name the reader gives it."""
-    update = getattr(probe, "_update_entry", None)  # the reader table of layout 3
-    if update is not None:
-        update()
-    else:
-        probe._record(generation)
 
 
 def _after(box: list[object], kind: str) -> dict[str, int]:

@@ -100,6 +100,7 @@ class IdleAdopter:
             return False  # closed by another thread meanwhile
         try:
             reader.get()  # the fast path when nothing changed
+            reader._relist_if_table_removed()
         except ValueError:
             return not reader.closed
         except Exception:

@@ -75,6 +75,8 @@ _MAX_ATTEMPTS: Final = 200
 _MAX_BACKOFF_S: Final = 0.002
 #: How often a reader whose anchor was unlinked looks for a new one.
 _RETIRED_RECHECK_S: Final = 0.5
+#: How often, at most, a reader checks that its reader table still has a name.
+_TABLE_RECHECK_S: Final = 1.0
 
 _MISSING: Final = object()
 
@@ -120,6 +122,7 @@ class Reader(Generic[T]):
         "_snapshot",
         "_stride",
         "_table",
+        "_table_checked_at",
         "_trusted_uids",
         "_words",
         "name",
@@ -140,6 +143,7 @@ class Reader(Generic[T]):
         self._trusted_uids = trusted_uids
         self._register = register
         self._table: SharedBlock | None = None
+        self._table_checked_at = 0.0
         self._adopter: IdleAdopter | None = None
         self._adopted_ns = 0
         self._expect = 0
@@ -406,9 +410,7 @@ class Reader(Generic[T]):
 
     def _write_entry(self) -> None:
         table_block = self._table
-        if table_block is not None and (
-            self._pid != os.getpid() or not os.fstat(table_block.fileno()).st_nlink
-        ):
+        if table_block is not None and (self._pid != os.getpid() or self._table_removed()):
             self._drop_table(release=self._pid == os.getpid())
             table_block = None
         if table_block is None:
@@ -427,6 +429,29 @@ class Reader(Generic[T]):
                 return
         table.update(table_block, self._entry, self._pid, self._gen, flags=flags,
                      adopted_ns=self._adopted_ns, refused=refused)
+
+    def _relist_if_table_removed(self) -> None:
+        """Write this process's entry into a new table if the old one lost its name.
+
+        The adoption thread asks at each wake, so a reader is listed again
+        within seconds even when nothing is published.
+        """
+        if self._table is not None and self._table_removed():
+            self._table_checked_at = 0.0
+            self._update_entry()
+
+    def _table_removed(self) -> bool:
+        """Whether the table's name was removed (the publisher makes a new one).
+
+        Asked at most once a second: an ``fstat`` on every adoption would be
+        a quarter of the cost of a small config's new generation.
+        """
+        now = time.monotonic()
+        if now < self._table_checked_at:
+            return False
+        self._table_checked_at = now + _TABLE_RECHECK_S
+        table_block = self._table
+        return table_block is not None and not os.fstat(table_block.fileno()).st_nlink
 
     def _drop_table(self, *, release: bool) -> None:
         """Let go of the reader table: clear this process's entry when ``release``.

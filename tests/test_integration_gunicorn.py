@@ -147,8 +147,9 @@ def test_idle_workers_adopt_a_save_with_the_defaults(
     log = tmp_path / "gunicorn.log"
     with running("gunicorn", gunicorn_args(log, "-w", "3"), log) as server:
         wait_until(lambda: len(live_readers(name)) == 3, 20, 0.02, "3 workers attached")
-        readers = status.collect(name, reclaim=False).readers
-        assert all(r.idle_adoption for r in readers)
+        # Each worker lists itself when it attaches, then once more with its thread started.
+        wait_until(lambda: all(r.idle_adoption for r in status.collect(
+            name, reclaim=False).readers), 10, 0.02, "3 workers adopting while idle")
         atomic_save(source, seq_yaml(1), prefix="")
         wait_until(lambda: status.collect(name, reclaim=False).generation >= 2, 10, 0.02,
                    "the save published")
