@@ -19,6 +19,7 @@ from typing import Any
 
 from bench import (
     etcd_fanout,
+    first_request,
     idle_adoption,
     machine,
     memory,
@@ -43,6 +44,8 @@ MEASURES: dict[str, tuple[str, Callable[[Session, Pool], dict[str, Any]]]] = {
     "scaling": ("aggregate reads/s by reader processes", scaling.run),
     "under_updates": ("reads while updating 1000/s", read_latency.under_updates),
     "propagation": ("propagation to reader processes", propagation.run),
+    "first_request": ("shmconf: first request after a publish (gunicorn)",
+                      lambda s, p: first_request.run(s)),
     "idle_adoption": ("shmconf: idle workers adopt a publish",
                       lambda s, p: idle_adoption.run(s)),
     "publisher_restart": ("shmconf: publisher killed -> a new one serving",
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             for key, (title, measure) in MEASURES.items():
                 if only and key not in only:
                     continue
-                if key in ("idle_adoption", "idle_cpu"):
+                if key in ("first_request", "idle_adoption", "idle_cpu"):
                     pool.close()  # a quiet machine for the idle measures
                 conditions = {"loadavg": machine.loadavg()}
                 if not args.quick:

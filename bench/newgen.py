@@ -126,22 +126,26 @@ def _timed(fn: Callable[[], object]) -> int:
 
 
 def _paused(fn: Callable[[], object]) -> int:
-    """``fn`` timed as the reader builds a snapshot: the GC paused, its result freed.
+    """``fn`` timed as an application keeps what it parsed: GC paused, result kept, then freed.
 
-    Allocations go on counting while the GC is paused, so the young
-    generation's collection comes as soon as it resumes: inside ``get()``
-    (its next allocation), and timed here too, so that neither side pushes
-    it onto whatever runs next.
+    ``get()`` builds the new snapshot with the GC paused, keeps it, and frees
+    the snapshot it replaces. The reference does the same with ``fn``'s
+    result: built with the GC paused, kept while the GC resumes (allocations
+    go on counting while it is paused, so the young generation's collection
+    comes as soon as it resumes, and it has the kept result to walk through,
+    exactly as inside ``get()``), then freed. Neither side pushes the
+    collection or the free onto whatever runs next.
     """
     collecting = gc.isenabled()
     gc.disable()
     try:
         t0 = time.perf_counter_ns()
-        fn()
+        box = [fn()]
         if collecting:
             gc.enable()
             if gc.get_count()[0] > gc.get_threshold()[0]:
                 gc.collect(0)
+        box.clear()
         return time.perf_counter_ns() - t0
     finally:
         if collecting:

@@ -1,0 +1,1 @@
+"""Server apps the benchmark starts (gunicorn)."""
