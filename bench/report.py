@@ -453,7 +453,7 @@ def _new_generation(result: Any) -> str:
              ns(r["ref_plain_ns"]), f"**{r['plain_ratio']:.2f}x**",
              f"{ns(r['model_p50_ns'])} ({ns(r['model_p90_ns'])})", ns(r["ref_model_ns"]),
              f"**{r['model_ratio']:.2f}x**"] for r in rows]
-    step_keys = ["slot", "meta", "table", "gc", "parse", "freeze", "collect_plain",
+    step_keys = ["slot", "table", "gc", "parse", "freeze", "collect_plain",
                  "free_plain", "plain_rest", "validate", "collect_model", "free_model",
                  "model_rest"]
     steps = [[r["label"], *[ns({**r["steps_ns"], "plain_rest": r["plain_rest_ns"],
@@ -476,16 +476,19 @@ def _new_generation(result: Any) -> str:
                "ratio"], bars),
         "",
         "The first `get()` after a publish: copy the slot, check its sequence words and "
-        "checksum, parse its meta, note the generation in the reader table, then build the "
+        "checksum, note the generation in the reader table (the meta is parsed only when "
+        "`reader.meta` is asked for), then build the "
         "snapshot with the cyclic GC paused: without a model, parse with orjson and freeze "
         "the result into read-only dicts and lists in place (`shmconf.frozen.loads`); with "
         "one, `model_validate_json` of the payload into the model's snapshot class. Measured "
         "in the publishing process after each of many publishes, each read and each "
         "reference in turn first; the references are the bars' (the application's own "
         "model), on the same payload, with the GC treated as the reader treats it: paused, "
-        "then the young collection that resuming it brings, which `get()` pays too.",
+        "then the young collection that resuming it brings, which `get()` pays too; what "
+        "was built is kept through that collection and freed after it, as `get()` keeps the "
+        "new snapshot and frees the one it replaces.",
         "",
-        table(["config", "slot copy + checks", "meta parse", "reader table", "GC pause",
+        table(["config", "slot copy + checks", "reader table", "GC pause",
                "no model: orjson parse", "freeze", "young GC", "free", "rest",
                "model: validate (JSON)", "young GC", "free", "rest"],
               steps),

@@ -151,7 +151,8 @@ class Reader(Generic[T]):
         self._gen: int = -1
         self._bad_generation: int = -1
         self._snapshot: T = None  # type: ignore[assignment]  # set by the first refresh
-        self._meta: dict[str, Any] = {}
+        #: The meta's JSON as published, and its parse once someone asked for it.
+        self._meta: tuple[bytes, dict[str, Any] | None] = (b"", {})
         self._published_ns = 0
         self._data: SharedBlock | None = None
         self._serial = 0
@@ -185,8 +186,19 @@ class Reader(Generic[T]):
 
     @property
     def meta(self) -> Mapping[str, Any]:
-        """What the publisher recorded with that snapshot: digest, changed paths, sources."""
-        return MappingProxyType(self._meta)
+        """What the publisher recorded with that snapshot: digest, changed paths, sources.
+
+        Parsed on first use, not on every adoption: most workers never ask.
+        """
+        raw, parsed = self._meta
+        if parsed is None:
+            try:
+                found = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError:  # checksummed: only a writer's bug gets here
+                found = {}
+            parsed = found if isinstance(found, dict) else {}
+            self._meta = (raw, parsed)
+        return MappingProxyType(parsed)
 
     @property
     def published_at(self) -> float:
@@ -314,16 +326,12 @@ class Reader(Generic[T]):
             self._follow_new_anchor()
         generation, meta, payload, published_ns = self._read_slot()
         snapshot = self._parse(payload)
-        try:
-            meta_obj = orjson.loads(meta) if meta else {}
-        except orjson.JSONDecodeError:
-            raise _Unreadable from None
         if generation < self._gen:
             # Only a segment recreated from scratch counts down; keep the newer one.
             log.warning("config %r: generation went back from %d to %d; ignoring it",
                         self.name, self._gen, generation)
             raise _Unreadable
-        self._meta = meta_obj if isinstance(meta_obj, dict) else {}
+        self._meta = (meta, None)
         self._published_ns = published_ns
         self._snapshot = snapshot  # first the object, then the generation the
         self._gen = generation     # fast path compares: a thread never pairs them wrongly

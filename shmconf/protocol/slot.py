@@ -138,16 +138,18 @@ def read_slot(
     if seq % 2 or slot_gen != generation or used > capacity:
         return None
     if len(raw) >= head + used:
+        # One buffer holds header, meta and payload: one checksum call over it.
+        crc = zlib.crc32(memoryview(raw)[L.SLOT_CHECKED_FROM : head + used])
         meta, payload = raw[head : head + meta_len], raw[head + meta_len : head + used]
     else:
         body = block.pread(offset + head, used)  # R4
         if len(body) != used:
             return None
+        crc = zlib.crc32(body, zlib.crc32(memoryview(raw)[L.SLOT_CHECKED_FROM : head]))
         meta, payload = body[:meta_len], body[meta_len:]
     if block.pread(offset, 8) != raw[:8]:  # R5: pairs with a later writer's W1
         return None
-    checked = zlib.crc32(memoryview(raw)[L.SLOT_CHECKED_FROM : head])
-    if zlib.crc32(payload, zlib.crc32(meta, checked)) != checksum:  # R6: catches a torn copy
+    if crc != checksum:  # R6: what catches a torn copy
         return None
     return meta, payload, published_ns
 
