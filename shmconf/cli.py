@@ -28,7 +28,7 @@ from shmconf.model import import_model
 from shmconf.protocol import control
 from shmconf.protocol.block import list_shm_names, other_layout_names, unlink_shm
 from shmconf.protocol.layout import anchor_shm_name, validate_name
-from shmconf.status import ReaderStatus, Status, collect
+from shmconf.status import ReaderStatus, Status, collect, running_publisher
 
 log = logging.getLogger("shmconf.cli")
 
@@ -217,10 +217,28 @@ def _print_with_origins(data: Any, origins: dict[str, str], path: tuple[str, ...
 # -- status / show ---------------------------------------------------------------
 
 
+def _owner_arg(owner: str | None) -> int | str | None:
+    """``--trusted-owner`` as attach() takes it: a uid, or a user name."""
+    return int(owner) if owner is not None and owner.isdigit() else owner
+
+
+def _trusted_uids(owner: str | None) -> frozenset[int] | None:
+    if owner is None:
+        return None
+    import pwd
+
+    try:
+        uid = int(owner) if owner.isdigit() else pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise CommandError(f"--trusted-owner {owner}: no such user") from None
+    return frozenset({os.geteuid(), uid})
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     if args.wait_for is not None:
-        return _wait_for(args.name, args.wait_for, args.timeout, as_json=args.json)
-    status = collect(args.name)
+        return _wait_for(args.name, args.wait_for, args.timeout, as_json=args.json,
+                         trusted=args.trusted)
+    status = collect(args.name, trusted_uids=args.trusted)
     if args.json:
         _emit_json(status.to_json())
         return EXIT_OK
@@ -341,11 +359,12 @@ def _health_rows(health: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool) -> int:
+def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool,
+              trusted: frozenset[int] | None = None) -> int:
     deadline = time.monotonic() + timeout
     pause = 0.01
     while True:
-        status = collect(name)
+        status = collect(name, trusted_uids=trusted)
         laggards = status.laggards(generation)
         if status.generation >= generation and not laggards:
             live = [r for r in status.readers if r.alive]
@@ -379,14 +398,16 @@ def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool) -> i
     raise CommandError(f"timed out after {timeout:g}s: {reason}{advice}")
 
 
-def _published_view(name: str) -> tuple[int, dict[str, Any], Any]:
+def _published_view(name: str, trusted_owner: str | None = None
+                    ) -> tuple[int, dict[str, Any], Any]:
     from shmconf.errors import SegmentNotFoundError
     from shmconf.reader import attach
 
     if anchor_shm_name(name) not in list_shm_names(name):
         raise SegmentNotFoundError(name, anchor_shm_name(name))
     try:
-        reader = attach(name, timeout=0, register=False, make_current=False)
+        reader = attach(name, timeout=0, register=False, make_current=False,
+                        trusted_owner=_owner_arg(trusted_owner))
     except ShmconfError as exc:
         raise CommandError(f"config {name!r} cannot be read: {exc}") from None
     try:
@@ -398,7 +419,7 @@ def _published_view(name: str) -> tuple[int, dict[str, Any], Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    generation, meta, data = _published_view(args.name)
+    generation, meta, data = _published_view(args.name, args.trusted_owner)
     secrets = list(meta.get("secrets", []))
     redacted = content.redact(data, secrets)
     path = args.path.split(".") if args.path else []
@@ -503,7 +524,7 @@ def _wait_service(
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    status = collect(args.name)
+    status = collect(args.name, trusted_uids=args.trusted)
     pid = _live_publisher(status)
     # The target is named now, so that the request (and a retry of it) means
     # one version whatever is published meanwhile.
@@ -561,7 +582,7 @@ def _rollback_offline(name: str, to: int | None) -> int:
 def cmd_reload(args: argparse.Namespace) -> int:
     from shmconf.status import read_service_status
 
-    status = collect(args.name)
+    status = collect(args.name, trusted_uids=args.trusted)
     pid = _live_publisher(status)
     if pid is None:
         raise CommandError(f"no publisher of {args.name!r} is running; start one with "
@@ -584,13 +605,10 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def cmd_unlink(args: argparse.Namespace) -> int:
     name = validate_name(args.name)
-    try:
-        status: Status | None = collect(name, reclaim=False)
-    except ShmconfError:
-        status = None  # nothing readable to protect; remove what is there
-    if status is not None and status.publisher_alive and not args.force:
-        raise CommandError(f"publisher pid {status.publisher_pid} is running for {name!r}; "
-                           "stop it first, or pass --force")
+    running = running_publisher(name)
+    if running is not None and not args.force:
+        raise CommandError(f"publisher pid {running} is running for {name!r}; stop it first, "
+                           "or pass --force (the publisher then stops at its next heartbeat)")
     # Every layout version's objects: the name is gone for old workers too.
     try:
         removed = [s for s in list_shm_names(name) + other_layout_names(name) if unlink_shm(s)]
@@ -685,6 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtime-dir", metavar="DIR",
                         help="lock and state directory (default: $SHMCONF_RUNTIME_DIR, "
                              "$XDG_RUNTIME_DIR/shmconf, /tmp/shmconf-UID)")
+    parser.add_argument("--trusted-owner", metavar="USER",
+                        help="also trust segments of this user (name or uid): a publisher "
+                             "that runs as another user, e.g. a service's")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -770,6 +791,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if args.runtime_dir:
         os.environ["SHMCONF_RUNTIME_DIR"] = args.runtime_dir
     try:
+        args.trusted = _trusted_uids(args.trusted_owner)
         code = args.func(args)
         sys.stdout.flush()
     except BrokenPipeError:

@@ -125,6 +125,7 @@ class Reader(Generic[T]):
         "_table_checked_at",
         "_trusted_uids",
         "_words",
+        "_writer_uid",
         "name",
     )
 
@@ -141,6 +142,11 @@ class Reader(Generic[T]):
         self._words: memoryview = anchor.words
         self._model = model
         self._trusted_uids = trusted_uids
+        # The data segments and the reader table are the anchor's writer's: the
+        # same owner as the anchor this reader already trusted. Fixed now, so a
+        # worker that drops privileges later (gunicorn's user=) still accepts
+        # the next data segment.
+        self._writer_uid = frozenset({anchor.stat().st_uid})
         self._register = register
         self._table: SharedBlock | None = None
         self._table_checked_at = 0.0
@@ -362,11 +368,14 @@ class Reader(Generic[T]):
     def _open_data(self, serial: int) -> bool:
         try:
             block, capacity, stride = open_data(
-                self.name, serial, writable=False, trusted_uids=self._trusted_uids
+                self.name, serial, writable=False, trusted_uids=self._writer_uid
             )
         except FileNotFoundError:
             return False  # replaced again meanwhile: R1 finds the newer serial
-        except SegmentError as exc:
+        except OSError as exc:  # SegmentError too: damaged, or not readable by this user
+            if isinstance(exc, PermissionError):
+                _warn_once(f"config {self.name!r}: cannot read data segment {serial}: {exc}; "
+                           "give the readers' group with --group (group= in the integrations)")
             log.debug("config %r: data segment %d: %s", self.name, serial, exc)
             return False
         if self._data is not None:
@@ -425,7 +434,7 @@ class Reader(Generic[T]):
             self._pid = os.getpid()
             try:
                 table_block = open_table(self.name, writable=True,
-                                         trusted_uids=self._trusted_uids)
+                                         trusted_uids=self._writer_uid)
             except (FileNotFoundError, PermissionError):
                 return
             self._table, self._entry = table_block, None
@@ -615,9 +624,20 @@ def _model_validator(model: type[Any] | None) -> Callable[[Any], Any] | None:
     return functools.partial(validate, snapshot_model(model), by_name=True)
 
 
-def _trusted(trusted_owner: int | str | None) -> frozenset[int] | None:
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning that a reader would otherwise repeat on every attempt."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
+def _trusted(trusted_owner: int | str | None) -> frozenset[int]:
+    """The owners a reader trusts, fixed when it attaches (a later setuid changes nothing)."""
     if trusted_owner is None:
-        return None
+        return frozenset({os.geteuid()})
     if isinstance(trusted_owner, str):
         import pwd
 

@@ -20,7 +20,7 @@ from shmconf.errors import AnchorNotReady, SegmentError, SegmentNotFoundError, S
 from shmconf.protocol import control, table
 from shmconf.protocol import layout as L
 from shmconf.protocol.anchor import open_anchor
-from shmconf.protocol.block import SharedBlock
+from shmconf.protocol.block import SHM_DIR, SharedBlock
 from shmconf.protocol.layout import anchor_shm_name, validate_name
 from shmconf.protocol.slot import open_data, read_slot_meta
 
@@ -112,8 +112,18 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Killed but not reaped (a parent that never waits, PID 1 in a container): dead."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # "pid (comm) S ...": comm may hold spaces and parentheses.
+            return stat.read().rpartition(b")")[2].split()[:1] == [b"Z"]
+    except OSError:
+        return False
 
 
 def publisher_alive(pid: int, heartbeat_ns: int) -> bool:
@@ -121,6 +131,26 @@ def publisher_alive(pid: int, heartbeat_ns: int) -> bool:
     if not pid or not pid_alive(pid):
         return False
     return (time.time_ns() - heartbeat_ns) / 1e9 < HEARTBEAT_STALE_S
+
+
+def running_publisher(name: str) -> int | None:
+    """The pid of the live publisher of ``name``, whoever owns it; ``None`` when none runs.
+
+    For ``unlink``, which must not remove a name under a live publisher even
+    when another user's publisher owns it (root cleaning up a service's
+    name): the anchor is read trusting its owner, for two words only.
+    """
+    try:
+        owner = os.lstat(os.path.join(SHM_DIR, anchor_shm_name(name))).st_uid
+        anchor = open_anchor(name, writable=False, trusted_uids=frozenset({owner}))
+    except (OSError, AnchorNotReady):
+        return None
+    try:
+        pid = int(anchor.words[L.A_PUBLISHER_PID])
+        alive = publisher_alive(pid, int(anchor.words[L.A_HEARTBEAT_NS]))
+    finally:
+        anchor.close()
+    return pid if alive else None
 
 
 def read_service_status(name: str) -> dict[str, Any]:
@@ -147,15 +177,18 @@ def read_supervisor_status(name: str) -> dict[str, Any]:
     return data
 
 
-def collect(name: str, *, reclaim: bool = True) -> Status:
+def collect(
+    name: str, *, reclaim: bool = True, trusted_uids: frozenset[int] | None = None
+) -> Status:
     """Read the state of ``name``; raises :class:`SegmentNotFoundError` if nothing is published.
 
     With ``reclaim``, reader-table entries of dead processes are freed after
     they were reported (so they show once as dead, then disappear).
+    ``trusted_uids``: owners to trust besides this user (``--trusted-owner``).
     """
     validate_name(name)
     try:
-        anchor = open_anchor(name, writable=False)
+        anchor = open_anchor(name, writable=False, trusted_uids=trusted_uids)
     except FileNotFoundError:
         raise SegmentNotFoundError(name, anchor_shm_name(name)) from None
     except AnchorNotReady:
@@ -168,8 +201,10 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
         words = anchor.words
         pid = int(words[L.A_PUBLISHER_PID])
         heartbeat_ns = int(words[L.A_HEARTBEAT_NS])
-        readers, full, unlisted = read_readers(name, reclaim=reclaim)
-        generation, meta, published_ns, used = _published_meta(name, words)
+        # The data segment and the table are the anchor's writer's.
+        writer = frozenset({anchor.stat().st_uid})
+        readers, full, unlisted = read_readers(name, reclaim=reclaim, trusted_uids=writer)
+        generation, meta, published_ns, used = _published_meta(name, words, writer)
         alive = publisher_alive(pid, heartbeat_ns)
         return Status(
             name=name,
@@ -198,7 +233,7 @@ def collect(name: str, *, reclaim: bool = True) -> Status:
 
 
 def read_readers(
-    name: str, *, reclaim: bool = False
+    name: str, *, reclaim: bool = False, trusted_uids: frozenset[int] | None = None
 ) -> tuple[list[ReaderStatus], bool, str | None]:
     """The reader table of ``name``: ``(readers, table full, why unlisted)``.
 
@@ -208,9 +243,11 @@ def read_readers(
     block: SharedBlock
     try:
         try:
-            block = table.open_table(name, writable=reclaim)
-        except PermissionError:
-            block = table.open_table(name, writable=False)
+            block = table.open_table(name, writable=reclaim, trusted_uids=trusted_uids)
+        except PermissionError as exc:
+            if isinstance(exc, SegmentError):
+                raise
+            block = table.open_table(name, writable=False, trusted_uids=trusted_uids)
     except FileNotFoundError:
         return [], False, "the reader table is missing (the publisher makes it again)"
     except (PermissionError, SegmentError) as exc:
@@ -232,7 +269,9 @@ def read_readers(
 _META_ATTEMPTS: Final = 50
 
 
-def _published_meta(name: str, words: memoryview) -> tuple[int, dict[str, Any], int, int]:
+def _published_meta(
+    name: str, words: memoryview, trusted_uids: frozenset[int]
+) -> tuple[int, dict[str, Any], int, int]:
     """``(generation, meta, published_ns, used bytes)`` of the published slot.
 
     Reads the data segment's header and the slot's header and meta only;
@@ -244,7 +283,8 @@ def _published_meta(name: str, words: memoryview) -> tuple[int, dict[str, Any], 
     if not generation or not serial:
         return generation, {}, 0, 0
     try:
-        block, capacity, stride = open_data(name, serial, writable=False)
+        block, capacity, stride = open_data(name, serial, writable=False,
+                                            trusted_uids=trusted_uids)
     except (OSError, ShmconfError):
         return generation, {}, 0, 0
     try:

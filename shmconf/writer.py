@@ -140,6 +140,15 @@ class Writer:
         warning, with what was found, and put back, so that readers are led
         back to the real generation and data segment within a heartbeat.
         """
+        if not os.fstat(self.anchor.fileno()).st_nlink:
+            # `shmconf unlink --force` removed the name under this publisher: what
+            # it would publish now reaches no new reader, and a new publisher may
+            # already hold the name. Stop rather than write into the void.
+            raise SegmentError(
+                self.anchor.shm_name,
+                "the name was removed (`shmconf unlink`) while this publisher ran; it stops "
+                "publishing: start the publisher again to publish the name afresh",
+            )
         words = self.anchor.words
         for index, expected in self._owned.items():
             found = int(words[index])

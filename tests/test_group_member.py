@@ -30,8 +30,9 @@ pytestmark = [
 class Member:
     """The group member's process: one command, one JSON answer."""
 
-    def __init__(self, name: str) -> None:
-        self.proc = python("-m", "tests.procs.group_member", name, stdin=subprocess.PIPE)
+    def __init__(self, name: str, *options: str) -> None:
+        self.proc = python("-m", "tests.procs.group_member", name, *options,
+                           stdin=subprocess.PIPE)
         assert self.ask_raw() == {"uid": NOBODY}
 
     def ask_raw(self) -> dict[str, Any]:
@@ -80,7 +81,7 @@ def test_a_member_reads_with_trusted_owner_and_is_listed(
         name: str, published: shmconf.Publisher, member: Member) -> None:
     refused = member.ask("attach")
     assert "owned by uid 0" in refused["error"]
-    assert "pass trusted_owner= to attach()" in refused["error"]
+    assert "trusted_owner=0 (attach()" in refused["error"]
     # The advice, followed literally.
     attached = member.ask("attach trusted")
     assert attached["v"] == 1
@@ -123,3 +124,19 @@ def test_entry_locks_held_by_a_member_never_block_a_reader(
         assert reader.get()["v"] == 1
         mine = [r for r in status.collect(name, reclaim=False).readers if r.pid == os.getpid()]
         assert len(mine) == 1
+
+
+def test_a_worker_that_drops_privileges_after_attaching_follows_a_grown_config(
+        name: str, published: shmconf.Publisher) -> None:
+    # gunicorn's user=/group=: the worker attaches as root, then runs as nobody.
+    # The next data segment (the config outgrew its slot) is still the
+    # publisher's, and readable through the group.
+    member = Member(name, "--attach-first")
+    try:
+        big = "x" * 100_000
+        generation = published.publish({"v": big})
+        assert status.collect(name).data_serial == 2
+        wait_until(lambda: member.ask("read")["held"] == generation, 5, 0.01,
+                   "the grown config adopted after the drop")
+    finally:
+        member.close()

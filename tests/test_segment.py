@@ -128,7 +128,8 @@ def test_world_accessible_segment_is_refused(name: str) -> None:
 def test_segment_owned_by_another_user_is_refused(name: str) -> None:
     with shmconf.Publisher(name) as publisher:
         publisher.publish({"a": 1})
-        os.chown(os.path.join(SHM_DIR, anchor_shm_name(name)), 65534, -1)
+        for shm_name in list_shm_names(name):  # as if that user's publisher made them
+            os.chown(os.path.join(SHM_DIR, shm_name), 65534, -1)
         with pytest.raises(shmconf.SegmentPermissionError, match="owned by uid 65534") as info:
             shmconf.attach(name, timeout=0.1)
         assert isinstance(info.value, PermissionError)

@@ -68,6 +68,7 @@ def attach_worker(
     idle_adoption: bool = True,
     refresh_interval_s: float | None = None,
     on_attach: AttachHook | None = None,
+    trusted_owner: int | str | None = None,
 ) -> Reader[Any]:
     """Attach this process to ``name`` and make it the process reader.
 
@@ -88,7 +89,7 @@ def attach_worker(
         idle_adoption = True
     reader = existing_reader(name)
     if reader is None:
-        reader = attach(name, model, timeout=timeout)
+        reader = attach(name, model, timeout=timeout, trusted_owner=trusted_owner)
         _current.set_reader(reader)
     if idle_adoption:
         reader.start_idle_adoption()

@@ -89,6 +89,8 @@ class ShmconfHooks:
             published, on a thread that sleeps until then, so idle workers
             run their change callbacks and ``status --wait-for`` converges.
         refresh_interval_s: deprecated; means ``idle_adoption=True``.
+        trusted_owner: the user (name or uid) a publisher that runs elsewhere
+            runs as, when it is not the workers' (``shmconf publish --group``).
         on_attach: ``on_attach(reader)``, called in each worker after it
             attached (register change callbacks here).
         metrics_port: serve the publisher's Prometheus metrics on this port.
@@ -111,6 +113,7 @@ class ShmconfHooks:
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
         idle_adoption: bool = True,
         refresh_interval_s: float | None = None,
+        trusted_owner: int | str | None = None,
         on_attach: AttachHook | None = None,
         metrics_port: int | None = None,
         unlink_on_exit: bool = True,
@@ -123,6 +126,7 @@ class ShmconfHooks:
         self.stop_timeout_s = stop_timeout_s
         self.idle_adoption = idle_adoption
         self.refresh_interval_s = refresh_interval_s
+        self.trusted_owner = trusted_owner
         self.on_attach = on_attach
         # Build (and so check) the publisher's spec now: a typo in an option
         # fails when gunicorn reads its config, not in a hook.
@@ -134,6 +138,13 @@ class ShmconfHooks:
             if sources
             else None
         )
+        if not sources and (publisher_options or metrics_port is not None):
+            options = sorted({*publisher_options, *(["metrics_port"] if metrics_port else [])})
+            raise TypeError(
+                f"ShmconfHooks({name!r}) got publisher options {', '.join(options)} but no "
+                "sources: without sources the hooks start no publisher (it runs elsewhere, "
+                "e.g. `shmconf publish`), so pass them there, or give sources="
+            )
 
     @property
     def publisher(self) -> PublisherProcess | None:
@@ -243,7 +254,7 @@ class ShmconfHooks:
         reader = attach_worker(
             self.name, self.model, timeout=self.attach_timeout_s,
             idle_adoption=self.idle_adoption, refresh_interval_s=self.refresh_interval_s,
-            on_attach=self.on_attach,
+            on_attach=self.on_attach, trusted_owner=self.trusted_owner,
         )
         _log(server).debug("shmconf: worker %s attached to %r at generation %d",
                            os.getpid(), self.name, reader.generation)

@@ -41,7 +41,9 @@ def initializer(
     model: str | type[Any] | None = None,
     timeout: float = 5.0,
     idle_adoption: bool = True,
+    *,
     refresh_interval_s: float | None = None,
+    trusted_owner: int | str | None = None,
 ) -> None:
     """Attach this pool worker to ``name`` and make it the process reader.
 
@@ -54,13 +56,16 @@ def initializer(
             on a thread that sleeps until then, so idle workers run their
             change callbacks and ``status --wait-for`` converges.
         refresh_interval_s: deprecated; means ``idle_adoption=True``.
+        trusted_owner: the user (name or uid) the publisher runs as, when it
+            is not the workers' (``shmconf publish --group``); a pool passes it
+            with ``functools.partial(initializer, trusted_owner=...)``.
 
     Raises:
         AttachTimeout: nothing was published in time (the pool reports it).
     """
     cls = import_model(model) if isinstance(model, str) else model
     attach_worker(name, cls, timeout=timeout, idle_adoption=idle_adoption,
-                  refresh_interval_s=refresh_interval_s)
+                  refresh_interval_s=refresh_interval_s, trusted_owner=trusted_owner)
     # Free this worker's reader-table entry when it exits normally (the pool
     # closing, maxtasksperchild); a terminated worker's entry is reclaimed later.
     multiprocessing.util.Finalize(None, detach_worker, args=(name,), exitpriority=_EXIT_PRIORITY)

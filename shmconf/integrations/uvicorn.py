@@ -54,6 +54,7 @@ class ShmconfLifespan:
         refresh_interval_s: float | None = None,
         on_attach: AttachHook | None = None,
         pin_requests: bool = True,
+        trusted_owner: int | str | None = None,
     ) -> None:
         self.app = app
         self.name = name
@@ -61,6 +62,7 @@ class ShmconfLifespan:
         self.timeout = timeout
         self.idle_adoption = idle_adoption
         self.refresh_interval_s = refresh_interval_s
+        self.trusted_owner = trusted_owner
         self.on_attach = on_attach
         self.pin_requests = pin_requests
         self._owns_reader = False
@@ -87,7 +89,7 @@ class ShmconfLifespan:
         attach_worker(
             self.name, self.model, timeout=self.timeout,
             idle_adoption=self.idle_adoption, refresh_interval_s=self.refresh_interval_s,
-            on_attach=self.on_attach,
+            on_attach=self.on_attach, trusted_owner=self.trusted_owner,
         )
 
     def _shutdown(self) -> None:
@@ -154,6 +156,7 @@ def lifespan(
     refresh_interval_s: float | None = None,
     on_attach: AttachHook | None = None,
     pin_requests: bool = True,
+    trusted_owner: int | str | None = None,
 ) -> ShmconfLifespan:
     """Wrap an ASGI app so that each worker attaches to ``name`` at startup.
 
@@ -169,9 +172,11 @@ def lifespan(
         refresh_interval_s: deprecated; means ``idle_adoption=True``.
         on_attach: ``on_attach(reader)``, called in each worker after it attached.
         pin_requests: run each HTTP request inside ``reader.pinned()``.
+        trusted_owner: the user (name or uid) the publisher runs as, when it
+            is not the workers' (``shmconf publish --group``).
     """
     return ShmconfLifespan(
         app, name, model, timeout=timeout, idle_adoption=idle_adoption,
         refresh_interval_s=refresh_interval_s,
-        on_attach=on_attach, pin_requests=pin_requests,
+        on_attach=on_attach, pin_requests=pin_requests, trusted_owner=trusted_owner,
     )

@@ -232,7 +232,9 @@ def check_owner_and_mode(
         raise SegmentPermissionError(
             shm_name,
             f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}); refusing to "
-            "trust it. Run the publisher as this user, or pass trusted_owner= to attach()",
+            "trust it. Run the publisher as this user, or trust that one: "
+            f"trusted_owner={st.st_uid} (attach(), ShmconfHooks, lifespan, initializer) or "
+            f"`shmconf --trusted-owner {st.st_uid} ...`",
         )
     if not stat.S_ISREG(st.st_mode):
         raise SegmentPermissionError(shm_name, "is not a regular shared-memory object")
@@ -240,7 +242,8 @@ def check_owner_and_mode(
         raise SegmentPermissionError(
             shm_name,
             f"mode {stat.S_IMODE(st.st_mode):04o} lets every user on the host access it; "
-            "`shmconf unlink` it and publish again (segments are 0600, or 0660 with --group)",
+            "`shmconf unlink` it and publish again (segments are 0600; with --group the "
+            "anchor and data segments are 0640 and the reader table 0660)",
         )
 
 

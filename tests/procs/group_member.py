@@ -5,6 +5,8 @@ group 65534), as a server that drops privileges does; the publisher runs as
 root with ``group=65534``. Then, one command per line on stdin, one JSON
 answer per line on stdout:
 
+With ``--attach-first`` it attaches (idle adoption on) before it drops.
+
 * ``attach [trusted]``: attach (with ``trusted_owner=0`` when asked), with
   idle adoption; answers the value of ``v`` and the generation, or the error.
 * ``read``: the generation and ``v`` this process holds, without a read, then
@@ -31,12 +33,15 @@ from shmconf.protocol.block import SHM_DIR
 
 NOBODY = 65534
 name = sys.argv[1]
+#: The member's reader, once attached (one entry: a list keeps it out of globals).
+readers: list[shmconf.Reader[Any]] = []
+if sys.argv[2:] == ["--attach-first"]:
+    # As a server that attaches, then drops privileges (gunicorn's user=).
+    readers.append(shmconf.attach(name, timeout=5, idle_adoption=True))
 os.setgroups([NOBODY])
 os.setgid(NOBODY)
 os.setuid(NOBODY)
 
-#: The member's reader, once attached (one entry: a list keeps it out of globals).
-readers: list[shmconf.Reader[Any]] = []
 held: list[int] = []
 
 

@@ -1,0 +1,85 @@
+"""Who owns a name: another user's publisher, unlink under a live one, dead ones that linger."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import shmconf
+from shmconf import status
+from shmconf.integrations.gunicorn import ShmconfHooks
+from shmconf.protocol.block import SHM_DIR, list_shm_names
+from tests.helpers import REPO, python, wait_until
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shmconf", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.mark.needs_root
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_the_cli_reads_another_users_publisher_with_trusted_owner(name: str) -> None:
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish({"a": 1})
+        for shm_name in list_shm_names(name):  # as a service's publisher (User=) made them
+            os.chown(os.path.join(SHM_DIR, shm_name), 65534, -1)
+        refused = run("status", name)
+        assert refused.returncode == 1
+        assert "`shmconf --trusted-owner 65534 ...`" in refused.stderr
+        # The advice, followed literally.
+        shown = run("--trusted-owner", "65534", "status", name)
+        assert shown.returncode == 0, shown.stderr
+        assert "generation" in shown.stdout
+        value = run("--trusted-owner", "nobody", "show", name, "--path", "a")
+        assert value.returncode == 0, value.stderr
+        assert value.stdout.strip().splitlines()[-1] == "1"
+        assert "no such user" in run("--trusted-owner", "no-such-user-x", "status",
+                                     name).stderr
+        publisher.unlink()
+
+
+def test_unlink_refuses_under_a_live_publisher_and_force_stops_it(
+        name: str, tmp_path: Path) -> None:
+    config = tmp_path / "app.yaml"
+    config.write_text("a: 1\n")
+    proc = python("-m", "shmconf", "publish", name, "-c", str(config))
+    try:
+        wait_until(lambda: run("status", name).returncode == 0, message="publisher up")
+        refused = run("unlink", name)
+        assert refused.returncode == 1
+        assert "pass --force (the publisher then stops at its next heartbeat)" in refused.stderr
+        # The advice, followed literally: the name goes, and so does its publisher
+        # (it would otherwise publish into a removed segment beside a new one).
+        assert run("unlink", name, "--force").returncode == 0
+        assert proc.wait(timeout=10) == 1
+        assert "the name was removed (`shmconf unlink`) while this publisher ran" in (
+            proc.communicate()[1])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert list_shm_names(name) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_killed_process_that_nobody_reaped_is_dead() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        # Exited, not reaped: the pid exists, as a zombie, until waitpid.
+        wait_until(lambda: not status.pid_alive(pid), 5, 0.005, "the zombie seen as dead")
+        assert os.path.exists(f"/proc/{pid}")
+    finally:
+        os.waitpid(pid, 0)
+
+
+def test_hooks_refuse_publisher_options_without_sources(name: str) -> None:
+    with pytest.raises(TypeError, match="publisher options debounce but no sources"):
+        ShmconfHooks(name, debounce=0.1)
+    ShmconfHooks(name, trusted_owner=0)  # a worker's own option is fine
