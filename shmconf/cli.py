@@ -261,7 +261,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows.append(("last error", first))
         rows += [("", line.strip()) for line in more]
     for health in service.get("source_health") or []:
-        rows += _health_rows(health)
+        found = _health_rows(health)
+        if not status.publisher_alive:
+            # Written by a publisher that no longer runs: its last word, not now.
+            found[0] = (found[0][0], found[0][1] + " (last known: the publisher is not running)")
+        rows += found
     if service.get("rejections"):
         rows.append(("rejections", ", ".join(f"{k} {v}" for k, v in service["rejections"].items())))
     print(_format_table(rows))
@@ -373,7 +377,10 @@ def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool,
             else:
                 print(f"ok: all {len(live)} live reader(s) hold generation {generation} or later")
             return EXIT_OK
-        if time.monotonic() >= deadline:
+        # Waiting longer cannot help: nobody will publish it, or a reader refused it.
+        hopeless = (status.generation < generation and not status.publisher_alive) or any(
+            r.refused >= generation for r in laggards)
+        if hopeless or time.monotonic() >= deadline:
             break
         time.sleep(pause)
         pause = min(pause * 2, 0.2)
@@ -381,6 +388,8 @@ def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool,
     advice = ""
     if status.generation < generation:
         reason = f"generation {generation} is not published (published: {status.generation})"
+        if not status.publisher_alive:
+            reason += "; no publisher is running to publish it: start one, then wait again"
     else:
         reason = f"readers still behind: {behind}"
         if any(r.refused > r.generation for r in laggards):
@@ -395,6 +404,8 @@ def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool,
             "laggards": [{"pid": r.pid, "generation": r.generation, "refused": r.refused,
                           "idle_adoption": r.idle_adoption} for r in laggards],
         })
+    if hopeless:
+        raise CommandError(f"{reason}{advice}")
     raise CommandError(f"timed out after {timeout:g}s: {reason}{advice}")
 
 

@@ -11,6 +11,7 @@ import resource
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -153,6 +154,15 @@ def test_a_refused_generation_is_shown_as_refused(name: str) -> None:
                                    capture_output=True, text=True, timeout=30,
                                    check=True).stdout
             assert "refused generation 2" in shown
+            # Waiting cannot help a reader that refused it: --wait-for says so at once.
+            started = time.monotonic()
+            waited = subprocess.run(
+                [sys.executable, "-m", "shmconf", "status", name, "--wait-for", "2",
+                 "--timeout", "60"], capture_output=True, text=True, timeout=60, check=False)
+            assert waited.returncode == 1
+            assert time.monotonic() - started < 30
+            assert "timed out" not in waited.stderr
+            assert "does not fit that worker's model" in waited.stderr
         publisher.unlink()
 
 

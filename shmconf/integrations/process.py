@@ -524,8 +524,10 @@ def _run(channel: socket.socket, spec: dict[str, Any]) -> int:
             _start_lifeline(channel, decision)
         publisher = Publisher(name, spec["sources"], model, standby=standby, **options)
     except (ShmconfError, OSError, ImportError, TypeError, ValueError) as exc:
-        log.error("config %r: %s", name, exc)
-        _reply(channel, error=str(exc))
+        # Most of shmconf's errors name the config already.
+        text = str(exc)
+        log.error("%s", text if f"{name!r}" in text else f"config {name!r}: {text}")
+        _reply(channel, error=text)
         return 1
     try:
         # Metrics first, so that the initial publish is counted and timed too.
