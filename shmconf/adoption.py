@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from shmconf.protocol import layout as L
@@ -35,6 +36,12 @@ BACKSTOP_S: Final = 5.0
 #: How often to look while the anchor is retired (its name was unlinked) or
 #: where there is no futex (not Linux), in seconds.
 POLL_S: Final = 0.5
+#: A wake with no news (the count unchanged) comes from a reader closing, or
+#: from anyone who can open the anchor calling FUTEX_WAKE in a loop (waking
+#: needs no write access). After one, the thread rests this long before it
+#: sleeps on the word again, so such a loop costs each reader at most 20
+#: wake-ups a second.
+SPURIOUS_REST_S: Final = 0.05
 
 
 class IdleAdopter:
@@ -53,17 +60,25 @@ class IdleAdopter:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and wait for it (never from the thread itself)."""
+        """Stop the thread and wait for it (never from the thread itself).
+
+        The wake is repeated until the thread has gone: one sent between its
+        last check of the stop flag and its sleep would otherwise be lost,
+        and the thread would sleep until its backstop.
+        """
         self._stop.set()
-        word = self._word
-        if word is not None:
-            # Wakes every sleeper of this anchor on the host: each finds no
-            # news and sleeps again. Cheaper than a second wake source. A
-            # ValueError: unmapped by the thread meanwhile, on its way out.
-            with contextlib.suppress(ValueError):
-                word.wake_all()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
+        if self._thread is threading.current_thread():
+            return
+        deadline = time.monotonic() + 5.0
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            word = self._word
+            if word is not None:
+                # Wakes every sleeper of this anchor on the host: each finds no
+                # news and sleeps again. A ValueError: unmapped by the thread
+                # meanwhile, on its way out.
+                with contextlib.suppress(ValueError):
+                    word.wake_all()
+            self._thread.join(timeout=0.01)
 
     def forget_after_fork(self) -> None:
         """In a forked child: the thread is gone; release the child's copy of the page."""
@@ -110,7 +125,11 @@ class IdleAdopter:
         if word is None or retired:
             self._stop.wait(POLL_S)
         else:
+            started = time.monotonic()
             word.wait(seen, BACKSTOP_S)
+            if (word.value() == seen and time.monotonic() - started < BACKSTOP_S
+                    and not self._stop.is_set()):
+                self._stop.wait(SPURIOUS_REST_S)  # woken with no news: see SPURIOUS_REST_S
         return True
 
     def _remap(self, anchor: SharedBlock) -> None:

@@ -283,6 +283,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                             _reader_state(r, status.generation)))
     full = " (the table is full: more readers may read unlisted)" \
         if status.readers_table_full else ""
+    if status.readers_ignored:
+        full += (f"; {status.readers_ignored} table entries ignored: no reader could have "
+                 "written them (damage, or a group member imitating readers)")
     print(f"readers: {sum(r.alive for r in status.readers)} live{full}")
     print(_format_table(reader_rows))
     return EXIT_OK

@@ -77,6 +77,8 @@ _MAX_BACKOFF_S: Final = 0.002
 _RETIRED_RECHECK_S: Final = 0.5
 #: How often, at most, a reader checks that its reader table still has a name.
 _TABLE_RECHECK_S: Final = 1.0
+#: After a claim found no free entry, how long before the next try.
+_CLAIM_RETRY_S: Final = 30.0
 
 _MISSING: Final = object()
 
@@ -107,6 +109,7 @@ class Reader(Generic[T]):
         "_bad_generation",
         "_callbacks",
         "_capacity",
+        "_claim_after",
         "_data",
         "_entry",
         "_expect",
@@ -150,6 +153,7 @@ class Reader(Generic[T]):
         self._register = register
         self._table: SharedBlock | None = None
         self._table_checked_at = 0.0
+        self._claim_after = 0.0
         self._adopter: IdleAdopter | None = None
         self._adopted_ns = 0
         self._expect = 0
@@ -264,14 +268,17 @@ class Reader(Generic[T]):
         parse happens on that thread, not on a request. Survives ``fork``:
         a child starts its own thread. Idempotent.
         """
-        from shmconf.adoption import IdleAdopter
-
         if self._anchor is None:
             raise ValueError(f"reader of {self.name!r} is closed")
         if self._adopter is None:
-            self._adopter = IdleAdopter(self)
-            self._adopter.start()
+            self._start_adopter()
             self._update_entry()
+
+    def _start_adopter(self) -> None:
+        from shmconf.adoption import IdleAdopter
+
+        self._adopter = IdleAdopter(self)
+        self._adopter.start()
 
     def stop_idle_adoption(self) -> None:
         """Stop the idle-adoption thread; ``get()`` adopts on the next call again."""
@@ -441,8 +448,12 @@ class Reader(Generic[T]):
         flags = L.ENTRY_IDLE_ADOPTION if self._adopter is not None else 0
         refused = max(self._bad_generation, 0)
         if self._entry is None:
+            now = time.monotonic()
+            if now < self._claim_after:
+                return  # the last claim found every entry it tried held
             self._entry = table.claim(table_block, self._pid, self._gen, flags)
             if self._entry is None:
+                self._claim_after = now + _CLAIM_RETRY_S
                 return
         table.update(table_block, self._entry, self._pid, self._gen, flags=flags,
                      adopted_ns=self._adopted_ns, refused=refused)
@@ -534,10 +545,11 @@ class Reader(Generic[T]):
             adopter.forget_after_fork()
         if self._anchor is None:
             return
+        self._claim_after = 0.0
         if adopter is not None:
             with contextlib.suppress(Exception):
-                self.start_idle_adoption()
-        self._update_entry()
+                self._start_adopter()
+        self._update_entry()  # one claim, its flag included
 
     def close(self) -> None:
         """End this process's access. The segment stays for every other reader.

@@ -72,6 +72,10 @@ class Status:
     readers_table_full: bool = False
     #: Why readers are not listed at all (no table, no access), or None.
     readers_unlisted: str | None = None
+    #: Entries left out of ``readers`` because no reader could have written
+    #: them (a pid past the system's largest, a generation never published):
+    #: damage, or a group member imitating readers.
+    readers_ignored: int = 0
     #: When the publisher that the anchor names stopped heartbeating, if it is
     #: dead without having stopped cleanly (a clean stop clears its pid).
     publisher_dead_since_ns: int | None = None
@@ -203,8 +207,9 @@ def collect(
         heartbeat_ns = int(words[L.A_HEARTBEAT_NS])
         # The data segment and the table are the anchor's writer's.
         writer = frozenset({anchor.stat().st_uid})
-        readers, full, unlisted = read_readers(name, reclaim=reclaim, trusted_uids=writer)
+        listed, full, unlisted = read_readers(name, reclaim=reclaim, trusted_uids=writer)
         generation, meta, published_ns, used = _published_meta(name, words, writer)
+        readers = plausible_readers(listed, generation)
         alive = publisher_alive(pid, heartbeat_ns)
         return Status(
             name=name,
@@ -224,12 +229,33 @@ def collect(
             service=read_service_status(name),
             readers_table_full=full,
             readers_unlisted=unlisted,
+            readers_ignored=len(listed) - len(readers),
             publisher_dead_since_ns=heartbeat_ns if pid and heartbeat_ns and not alive else None,
             supervisor=read_supervisor_status(name),
             heartbeat_ns=heartbeat_ns,
         )
     finally:
         anchor.close()
+
+
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max", encoding="ascii") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 22  # Linux's largest
+
+
+def plausible_readers(readers: list[ReaderStatus], published: int) -> list[ReaderStatus]:
+    """The entries a reader could have written: a real pid, a generation that was published.
+
+    Readers write the table, so a group member can write entries too; those
+    that no reader could have written are left out of listings, waits and
+    metrics (``Status.readers_ignored`` counts them).
+    """
+    largest = _pid_max()
+    return [r for r in readers
+            if 0 < r.pid <= largest and r.generation <= published and r.refused <= published]
 
 
 def read_readers(

@@ -47,6 +47,8 @@ _MAX_UNRECORDED: Final = 1 << 32
 _WORD_NAMES: Final = {L.A_GENERATION: "generation", L.A_DATA_SERIAL: "data_serial",
                       L.A_SLOT_CAPACITY: "slot_capacity", L.A_PUBLISHER_PID: "publisher_pid",
                       L.A_FLAGS: "flags"}
+#: Serials tried past one that another user planted, before giving up.
+_SERIAL_TRIES: Final = 64
 #: No real publisher gets near 2**63 generations; a count that does was
 #: overwritten by something else, and must not wrap the u64 word.
 _GENERATION_LIMIT: Final = 1 << 63
@@ -67,6 +69,8 @@ class Writer:
     #: ``(meta, payload, published_ns)`` of the published generation, to put
     #: it back if its slot is damaged (see _check_data()).
     _published: tuple[bytes, bytes, int] | None = None
+    #: Why the reader table could not be made again at the last heartbeat.
+    _table_problem = ""
 
     def __init__(
         self,
@@ -200,10 +204,19 @@ class Writer:
                 return
             self._table.close()  # unlinked under us: readers move to the new one
             self._table = None
+        shm_name = table_shm_name(self.name)
         try:
-            self._table = open_table(self.name, writable=True)
-        except FileNotFoundError:
-            self._table = create_table(self.name, mode=self._table_mode, gid=self._gid)
+            try:
+                self._table = open_table(self.name, writable=True)
+            except FileNotFoundError:
+                self._table = create_table(self.name, mode=self._table_mode, gid=self._gid)
+        except OSError as exc:  # a symlink (ELOOP), another user's object, no access
+            raise SegmentError(
+                shm_name,
+                f"cannot use it ({exc.strerror or exc}): not this publisher's reader table; "
+                f"another user may have planted it. Remove /dev/shm/{shm_name} (as root if "
+                "another user owns it), then start the publisher again",
+            ) from None
 
     def _open_data(self, slot_capacity: int) -> None:
         words = self.anchor.words
@@ -221,21 +234,53 @@ class Writer:
                     "data segment %d of %r unusable (%s); replacing it", serial, self.name, exc
                 )
         capacity = L.capacity_for(slot_capacity)
-        serial += 1
-        unlink_shm(data_shm_name(self.name, serial))
-        self._data = create_data(self.name, serial, capacity, mode=self._mode, gid=self._gid)
+        serial, self._data = self._new_data(serial + 1, capacity)
         self._capacity, self._stride = capacity, L.SLOT_HEADER_SIZE + capacity
         words[L.A_SLOT_CAPACITY] = capacity
         words[L.A_DATA_SERIAL] = serial
 
+    def _new_data(self, serial: int, capacity: int) -> tuple[int, SharedBlock]:
+        """Create a data segment at ``serial`` or the first free serial after it.
+
+        A name left half made by a writer killed while growing is removed
+        first. One that cannot be removed belongs to another user (``/dev/shm``
+        is sticky): planted there to stop this name from growing. It is
+        skipped, since readers follow whatever serial the anchor names, and
+        only check that its owner is the anchor's.
+        """
+        for _ in range(_SERIAL_TRIES):
+            shm_name = data_shm_name(self.name, serial)
+            try:
+                unlink_shm(shm_name)
+                return serial, create_data(self.name, serial, capacity, mode=self._mode,
+                                           gid=self._gid)
+            except (PermissionError, FileExistsError):
+                log.warning("config %r: %s belongs to another user; skipped (remove it as "
+                            "root)", self.name, shm_name)
+                serial += 1
+        raise SegmentError(data_shm_name(self.name, serial),
+                           f"{_SERIAL_TRIES} data segment names in a row belong to another "
+                           "user: remove /dev/shm/" + anchor_shm_name(self.name) + "@* as root")
+
     def _remove_leftovers(self) -> None:
-        """Unlink data segments a killed publisher left half-made or unreclaimed."""
+        """Unlink data segments a killed publisher left half-made or unreclaimed.
+
+        Only names of this layout's data segments (``@SERIAL``); another
+        user's object is left, with a warning: it cannot be removed, and
+        nothing of shmconf reads it.
+        """
         keep = (anchor_shm_name(self.name), table_shm_name(self.name),
                 data_shm_name(self.name, self.anchor.words[L.A_DATA_SERIAL]))
+        prefix = anchor_shm_name(self.name) + "@"
         for shm_name in list_shm_names(self.name):
-            if shm_name not in keep:
-                log.info("removing leftover segment %s", shm_name)
+            if shm_name in keep or not shm_name.removeprefix(prefix).isdigit():
+                continue
+            log.info("removing leftover segment %s", shm_name)
+            try:
                 unlink_shm(shm_name)
+            except PermissionError:
+                log.warning("config %r: cannot remove %s: another user's (remove it as root)",
+                            self.name, shm_name)
 
     @property
     def anchor(self) -> SharedBlock:
@@ -320,10 +365,7 @@ class Writer:
         old = self._data
         assert old is not None
         capacity = L.capacity_for(needed, self._capacity * 2)
-        serial = words[L.A_DATA_SERIAL] + 1
-        # A writer killed while growing may have left this serial half made.
-        unlink_shm(data_shm_name(self.name, serial))
-        new = create_data(self.name, serial, capacity, mode=self._mode, gid=self._gid)  # G1
+        serial, new = self._new_data(words[L.A_DATA_SERIAL] + 1, capacity)  # G1
         stride = L.SLOT_HEADER_SIZE + capacity
         published = words[L.A_GENERATION] % 2
         src = L.slot_offset(published, self._stride)
@@ -353,7 +395,15 @@ class Writer:
         """
         self.check_words()
         self.anchor.words[L.A_HEARTBEAT_NS] = time.time_ns()
-        self._open_table()
+        try:
+            self._open_table()
+        except SegmentError as exc:
+            # Readers read on, unlisted; publishing goes on. Said once.
+            if str(exc) != self._table_problem:
+                self._table_problem = str(exc)
+                log.error("config %r: %s", self.name, exc)
+        else:
+            self._table_problem = ""
         if self._old_layouts:
             self.remove_old_layouts()
 

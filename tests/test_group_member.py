@@ -7,9 +7,15 @@ that user after starting. Skipped unless the tests run as root.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,6 +23,7 @@ import pytest
 
 import shmconf
 from shmconf import status
+from shmconf.protocol.block import SHM_DIR
 from tests.helpers import python, wait_until
 
 NOBODY = 65534
@@ -140,3 +147,77 @@ def test_a_worker_that_drops_privileges_after_attaching_follows_a_grown_config(
                    "the grown config adopted after the drop")
     finally:
         member.close()
+
+
+def _cpu_s(thread: threading.Thread) -> float:
+    """CPU seconds of one thread of this process (/proc/self/task/TID/schedstat)."""
+    with open(f"/proc/self/task/{thread.native_id}/schedstat", encoding="ascii") as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+def test_names_another_user_planted_stop_neither_a_restart_nor_growth(name: str) -> None:
+    # The publisher runs as nobody; another user (root here) plants objects
+    # under the name's names, which nobody cannot remove (/dev/shm is sticky).
+    runtime = Path(tempfile.mkdtemp(prefix="shmconf-nobody-", dir="/tmp"))
+    os.chown(runtime, NOBODY, NOBODY)
+    publisher = Member(name)
+    planted = [os.path.join(SHM_DIR, f"shmconf-3.{name}{suffix}") for suffix in ("@stale", "@2")]
+    try:
+        assert publisher.ask(f"publisher {runtime}")["generation"] == 1
+        for path in planted:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL, 0o600))
+        grown = publisher.ask("publish 100000")
+        assert grown["generation"] == 2
+        assert grown["serial"] == 3  # @2 is another user's: skipped
+        with shmconf.attach(name, timeout=2, trusted_owner=NOBODY) as reader:
+            assert len(reader.get()["v"]) == 100_000
+        # A restart meets both planted names and goes on.
+        assert publisher.ask(f"restart-publisher {runtime}")["generation"] == 3
+    finally:
+        publisher.close()
+        for path in planted:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_a_member_waking_readers_in_a_loop_costs_them_little(
+        name: str, published: shmconf.Publisher, member: Member) -> None:
+    with shmconf.attach(name, idle_adoption=True) as reader:
+        thread = next(t for t in threading.enumerate() if t.name == f"shmconf-adopt-{name}")
+        before = _cpu_s(thread)
+        answer = member.ask("wake-loop 2")
+        assert answer["wakes"] > 10_000
+        # Each wake with no news rests 50 ms: at most 20 wake-ups a second.
+        assert _cpu_s(thread) - before < 0.1
+        published.publish({"v": 2})
+        wait_until(lambda: reader.generation == 2, 5, 0.005, "a real publish still adopted")
+
+
+def test_entries_no_reader_could_have_written_are_ignored(
+        name: str, published: shmconf.Publisher, member: Member) -> None:
+    with shmconf.attach(name, idle_adoption=True):
+        assert member.ask("fake-entries 50") == {"done": True}
+        found = status.collect(name, reclaim=False)
+        assert [r.pid for r in found.readers] == [os.getpid()]
+        assert found.readers_ignored == 50
+        waited = subprocess.run(
+            [sys.executable, "-m", "shmconf", "status", name, "--wait-for", "1",
+             "--timeout", "5"], capture_output=True, text=True, timeout=30, check=False)
+        assert waited.returncode == 0, waited.stderr
+
+
+def test_a_planted_reader_table_is_refused_with_advice_that_works(name: str) -> None:
+    process = Member(name)
+    try:
+        assert process.ask("symlink-table") == {"done": True}
+    finally:
+        process.close()
+    with pytest.raises(shmconf.SegmentError, match="another user may have planted it") as info:
+        shmconf.Publisher(name)
+    assert f"Remove /dev/shm/shmconf-3.{name}@readers" in str(info.value)
+    # The advice, followed literally (we are root).
+    os.unlink(f"/dev/shm/shmconf-3.{name}@readers")
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish({"v": 1})
+        publisher.unlink()

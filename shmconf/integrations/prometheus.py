@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 from shmconf.errors import SegmentNotFoundError
 from shmconf.protocol import layout as L
 from shmconf.protocol.layout import validate_name
-from shmconf.status import read_readers
+from shmconf.status import plausible_readers, read_readers
 
 if TYPE_CHECKING:
     from shmconf.publisher import Publisher
@@ -65,6 +65,8 @@ DEFAULT_BUCKETS_S: Final = (
 )
 #: Rejection reasons always exported (as 0 until they happen), so rate() works.
 REJECTION_REASONS: Final = ("source", "validation", "size", "io", "error")
+#: Readers shown one series each (those furthest behind); all are counted.
+MAX_READER_SERIES: Final = 256
 
 _INSTALL_HINT: Final = (
     "shmconf.integrations.prometheus needs prometheus_client: "
@@ -226,6 +228,7 @@ class ShmconfCollector:
         families["heartbeat"].add_metric(label, int(anchor.words[L.A_HEARTBEAT_NS]) / 1e9)
         self._health(families)
         readers, _, _ = read_readers(self.name)
+        readers = plausible_readers(readers, generation)
         self._readers(families, generation, [(r.pid, r.generation) for r in readers if r.alive])
 
     def _from_status(self, families: dict[str, Any]) -> None:
@@ -270,6 +273,10 @@ class ShmconfCollector:
         self, families: dict[str, Any], published: int, held: list[tuple[int, int]]
     ) -> None:
         families["readers"].add_metric([self.name], float(len(held)))
+        # Per-reader series for the readers furthest behind, at most so many: a
+        # scrape stays small whatever the table holds (its entries are written
+        # by readers, which a hostile group member can imitate).
+        held = sorted(held, key=lambda entry: entry[1])[:MAX_READER_SERIES]
         for pid, generation in held:
             labels = [self.name, str(pid)]
             families["reader_generation"].add_metric(labels, float(generation))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import random
 import struct
 from typing import Final, NamedTuple
 
@@ -34,6 +35,12 @@ SUPPORTED: Final = hasattr(fcntl, "F_OFD_SETLK")
 #: ``struct flock`` on 64-bit Linux: type, whence, start, len, pid.
 _FLOCK: Final = struct.Struct("hhqqi4x")
 _ZERO_ENTRY: Final = bytes(L.TABLE_ENTRY_SIZE)
+#: Entries a claim tries near its start, at random, and past the end. Each try
+#: is a lock request whose cost grows with the locks the table holds, so a
+#: group member holding thousands of them must not make a claim try them all.
+_NEAR_PROBES: Final = 16
+_RANDOM_PROBES: Final = 16
+_GROWTH_PROBES: Final = 8
 
 
 class ReaderEntry(NamedTuple):
@@ -94,20 +101,33 @@ def _entry_count(table: SharedBlock) -> int:
 
 
 def claim(table: SharedBlock, pid: int, generation: int, flags: int = 0) -> int | None:
-    """Take a free entry for this process and write it; ``None`` when all are held.
+    """Take a free entry for this process and write it; ``None`` when none was free.
 
     Probing starts at ``pid % entries`` so that concurrent claimers rarely
-    meet; the lock makes sure they never take the same entry. The entry's
-    lock stays held on ``table``'s descriptor until :func:`release` or the
-    process's exit.
+    meet; the lock makes sure they never take the same entry. A claim tries
+    at most 48 entries: some after its start, some at random, then a few
+    past the end (which grows the table): a table whose entries are all
+    held by live readers grows, and one whose locks a hostile group member
+    holds costs a bounded number of tries (and, if every one is held, the
+    reader reads on unlisted). The entry's lock stays held on
+    ``table``'s descriptor until :func:`release` or the process's exit.
     """
     if not SUPPORTED:
         return None
     count = _entry_count(table)
     start = pid % count if count else 0
-    probes = itertools.chain(range(start, count), range(start),
-                             range(count, L.TABLE_MAX_ENTRIES))
-    for index in probes:
+    near = [(start + step) % count for step in range(min(_NEAR_PROBES, count))]
+    spread = random.sample(range(count), min(_RANDOM_PROBES, count))
+    past = range(count, min(count + _GROWTH_PROBES, L.TABLE_MAX_ENTRIES))
+    # Then anywhere past the end: locks taken ahead of the end (no reader
+    # does that) cost a claimer a few tries, not its listing.
+    beyond = random.sample(range(count, L.TABLE_MAX_ENTRIES),
+                           min(_GROWTH_PROBES, L.TABLE_MAX_ENTRIES - count))
+    tried: set[int] = set()
+    for index in itertools.chain(near, spread, past, beyond):
+        if index in tried:
+            continue
+        tried.add(index)
         if _try_lock(table, index):
             table.pwrite(index * L.TABLE_ENTRY_SIZE, _ZERO_ENTRY)
             update(table, index, pid, generation, flags=flags)

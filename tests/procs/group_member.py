@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ import orjson
 import shmconf
 import shmconf.adoption  # now: after the drop, the interpreter's files may be out of reach
 from shmconf.protocol import layout as L
-from shmconf.protocol import table
+from shmconf.protocol import table, wake
 from shmconf.protocol.block import SHM_DIR
 
 NOBODY = 65534
@@ -43,6 +44,7 @@ os.setgid(NOBODY)
 os.setuid(NOBODY)
 
 held: list[int] = []
+publishers: list[shmconf.Publisher] = []
 
 
 def path(shm_name: str) -> str:
@@ -85,6 +87,41 @@ def answer(line: str) -> dict[str, Any]:
         os.pwrite(fd, b"\xff" * 4096, 0)
         os.close(fd)
         return {"done": True}
+    if command == "publisher":  # a publisher of this user, in the given runtime directory
+        publishers.append(shmconf.Publisher(name, runtime_dir=args[0]))
+        return {"generation": publishers[-1].publish({"v": 1})}
+    if command == "publish":
+        return {"generation": publishers[-1].publish({"v": "x" * int(args[0])}),
+                "serial": publishers[-1].writer.anchor.words[L.A_DATA_SERIAL]}
+    if command == "restart-publisher":
+        publishers.pop().close()
+        publishers.append(shmconf.Publisher(name, runtime_dir=args[0]))
+        return {"generation": publishers[-1].publish({"v": 2})}
+    if command == "plant":  # another user's object under one of the name's names
+        fd = os.open(path(f"{L.anchor_shm_name(name)}{args[0]}"), os.O_CREAT | os.O_EXCL,
+                     0o600)
+        os.close(fd)
+        return {"done": True}
+    if command == "symlink-table":
+        os.symlink("/etc/passwd", path(L.table_shm_name(name)))
+        return {"done": True}
+    if command == "wake-loop":  # FUTEX_WAKE needs no write access: only a read-only mapping
+        fd = os.open(path(L.anchor_shm_name(name)), os.O_RDONLY)
+        with wake.WakeWord(fd) as word:
+            deadline = time.monotonic() + float(args[0])
+            wakes = 0
+            while time.monotonic() < deadline:
+                word.wake_all()
+                wakes += 1
+        os.close(fd)
+        return {"wakes": wakes}
+    if command == "fake-entries":  # entries no reader could have written
+        fd = os.open(path(L.table_shm_name(name)), os.O_WRONLY)
+        for index in range(int(args[0])):
+            os.pwrite(fd, L.TABLE_ENTRY.pack(0xFFFFFFF0 - index, 1, 1 << 60, 0, 0),
+                      (100 + index) * L.TABLE_ENTRY_SIZE)
+        os.close(fd)
+        return {"done": True}
     if command == "lock-table":
         fd = os.open(path(L.table_shm_name(name)), os.O_RDWR)
         for index in range(int(args[0])):
@@ -100,3 +137,6 @@ for line in sys.stdin:
     print(orjson.dumps(answer(line)).decode(), flush=True)
 for reader in readers:
     reader.close()
+for publisher in publishers:
+    publisher.unlink()
+    publisher.close()
