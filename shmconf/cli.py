@@ -22,7 +22,7 @@ from typing import Any, Final, NoReturn
 import orjson
 
 from shmconf import __version__, _paths, content
-from shmconf.errors import CommandError, ShmconfError
+from shmconf.errors import CommandError, ConfigValidationError, ShmconfError, SourceError
 from shmconf.history import History, Version
 from shmconf.model import import_model
 from shmconf.protocol import control
@@ -113,6 +113,24 @@ def _live_publisher(status: Status) -> int | None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    try:
+        return _publish(args)
+    except (SourceError, ConfigValidationError) as exc:
+        if args.start_without_source or not _published_before(args.name):
+            raise
+        raise CommandError(
+            f"{exc}\n(the last good version stays published; to start anyway and serve it "
+            "until the sources are fixed, pass --start-without-source)") from None
+
+
+def _published_before(name: str) -> bool:
+    try:
+        return collect(name, reclaim=False).generation > 0
+    except ShmconfError:
+        return False
+
+
+def _publish(args: argparse.Namespace) -> int:
     from shmconf.publisher import Publisher
 
     publisher = Publisher(
@@ -334,7 +352,8 @@ def _supervisor_rows(supervisor: dict[str, Any]) -> list[tuple[str, str]]:
         return []
     if not supervisor.get("alive"):
         return [("supervisor", _colour(f"pid {supervisor.get('pid')} not running", "31")
-                 + ": the publisher is not restarted")]
+                 + ": the publisher is not restarted until the server's master starts "
+                 "it again (gunicorn: kill -HUP the master)")]
     state = str(supervisor.get("state"))
     shown = _colour(state, "32" if state == "serving" else "33")
     restarts = int(supervisor.get("restarts") or 0)
@@ -697,13 +716,15 @@ def _publish_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--history", type=int, default=20, metavar="N",
                    help="versions kept for history and rollback (default 20)")
     p.add_argument("--group", metavar="GROUP",
-                   help="let GROUP's members attach (segments 0660/0640)")
+                   help="let GROUP's members attach (anchor and data read-only to them, "
+                        "0640; the reader table 0660)")
     p.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024, metavar="N",
                    help="largest serialized config accepted (default 64 MiB)")
     p.add_argument("--standby", action="store_true",
                    help="wait for the running publisher to exit, then take over")
     p.add_argument("--start-without-source", action="store_true",
-                   help="if a source (etcd) is down at start, serve the last good version")
+                   help="if a source is missing, down or invalid at start, serve the last "
+                        "good version until it is back")
 
 
 def build_parser() -> argparse.ArgumentParser:

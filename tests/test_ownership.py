@@ -83,3 +83,30 @@ def test_hooks_refuse_publisher_options_without_sources(name: str) -> None:
     with pytest.raises(TypeError, match="publisher options debounce but no sources"):
         ShmconfHooks(name, debounce=0.1)
     ShmconfHooks(name, trusted_owner=0)  # a worker's own option is fine
+
+
+def test_a_broken_source_at_start_names_start_without_source_which_works(
+        name: str, tmp_path: Path) -> None:
+    config = tmp_path / "app.yaml"
+    config.write_text("a: 1\n")
+    with shmconf.Publisher(name, [config]) as publisher:
+        publisher.reload()
+    config.write_text("a: [\n")
+    refused = run("publish", name, "-c", str(config))
+    assert refused.returncode == 1
+    assert "app.yaml:2:1" in refused.stderr
+    assert "pass --start-without-source" in refused.stderr
+    # The advice, followed literally: the last good version is served meanwhile.
+    proc = python("-m", "shmconf", "publish", name, "-c", str(config),
+                  "--start-without-source", "--debounce", "20ms")
+    try:
+        wait_until(lambda: status.collect(name, reclaim=False).publisher_alive, 10, 0.02,
+                   "the publisher up")
+        assert status.collect(name, reclaim=False).generation == 1
+        config.write_text("a: 2\n")
+        wait_until(lambda: status.collect(name, reclaim=False).generation == 2, 10, 0.02,
+                   "the fixed source published")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert run("unlink", name, "--purge").returncode == 0

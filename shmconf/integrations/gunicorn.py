@@ -178,8 +178,17 @@ class ShmconfHooks:
             _log(server).info("shmconf: publisher of %r (pid %s) stands by for the old "
                               "master's", self.name, process.pid)
         else:
-            _log(server).info("shmconf: publishing %r (generation %d) from pid %s",
-                              self.name, generation, process.pid)
+            from shmconf.status import collect
+
+            # The child is the supervisor; the publisher is its child (the
+            # one to look for in `ps`, and the one `status` names).
+            try:
+                publisher_pid = collect(self.name, reclaim=False).publisher_pid
+            except ShmconfError:
+                publisher_pid = None
+            _log(server).info("shmconf: publishing %r (generation %d) from pid %s, "
+                              "supervised by pid %s", self.name, generation,
+                              publisher_pid or "?", process.pid)
 
     def on_reload(self, server: Any) -> None:
         """On ``kill -HUP`` of the master: reload the sources now (gunicorn ``on_reload``).
