@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke run, tiny durations; writes bench/out/bench-quick.md")
     parser.add_argument("--only", default="",
                         help=f"comma-separated subset of: {', '.join(MEASURES)}")
+    parser.add_argument("--update", action="store_true",
+                        help="with --only: measure again into the last full run's results "
+                             "(bench/out/bench.json) and rewrite docs/bench.md from them")
     parser.add_argument("--out", type=Path, default=None,
                         help="markdown file to write (default: docs/bench.md, or "
                              "bench/out/bench-quick.md with --quick)")
@@ -71,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in only if m not in MEASURES]
     if unknown:
         parser.error(f"unknown measure(s): {', '.join(unknown)}")
-    partial = bool(only) and not args.quick
+    partial = bool(only) and not args.quick and not args.update
+    if args.update and (not only or args.quick):
+        parser.error("--update needs --only and a full (not --quick) run")
     if args.out is not None:
         out = args.out
     elif args.quick or partial:
@@ -82,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     results: dict[str, Any] = {"quick": args.quick, "machine": machine.describe()}
+    full_run = OUT_DIR / "bench.json"
+    if args.update:
+        if not full_run.exists():
+            parser.error(f"--update: no full run to update ({_rel(full_run)})")
+        results = json.loads(full_run.read_text())
+        stamp = machine.describe()["date"]
+        results.setdefault("updated", {}).update(dict.fromkeys(only, stamp))
     eprint(f"machine: {machine.one_line(results['machine'])}")
     session = Session(quick=args.quick)
     try:
@@ -112,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         eprint("interrupted; everything was cleaned up")
         return 130
-    results["machine"]["loadavg_end"] = machine.loadavg()
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    if not args.update:  # an update keeps the full run's figures of the run itself
+        results["machine"]["loadavg_end"] = machine.loadavg()
+        results["elapsed_s"] = round(time.monotonic() - started, 1)
     leftovers = shm_entries(session.tag)
     if session.leftovers or leftovers or session.tmp.exists():
         eprint(f"cleanup: had to remove {session.leftovers}; still there: {leftovers}, "
@@ -125,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = OUT_DIR / (out.stem + ".json")
     raw.write_text(json.dumps(results, indent=1, default=str))
     report.write(results, out, img_dir)
-    eprint(f"wrote {_rel(out)} and {_rel(raw)} in {results['elapsed_s']:.0f} s")
+    eprint(f"wrote {_rel(out)} and {_rel(raw)} in {time.monotonic() - started:.0f} s")
     print(report.summary(results))
     return 0
 

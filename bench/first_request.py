@@ -4,8 +4,8 @@ A publisher in this process; gunicorn (2 sync workers) whose workers attach
 with ``ShmconfHooks`` and whose app reads the config on every request. For
 each config size, with idle adoption off and on:
 
-* **steady state**: a request every 30-60 ms while nothing changes (the
-  same pacing as below: a worker that slept in ``accept`` for that long
+* **steady state**: a request every 30-60 ms while nothing changes, first
+  (the same pacing as below: a worker that slept in ``accept`` for that long
   answers slower than one kept busy, so back-to-back requests, also
   reported, are no baseline for a request after a pause);
 * **first request after a publish**: the publish returns, and the next
@@ -13,8 +13,8 @@ each config size, with idle adoption off and on:
   generation inside that request (the copy, the parse, the freeze); with it,
   the worker's adoption thread has started on the same work, and the request
   waits for the GIL for whatever is left of it (orjson holds the GIL for a
-  whole parse). Interleaved with the steady requests: pause, publish and
-  request, pause, request.
+  whole parse). Then, a publish every 30-60 ms (100 ms more for 1 MB), each
+  followed at once by one request.
 
 Latencies are measured by the client (this process), new connection per
 request, as gunicorn's sync workers close each one.
@@ -101,14 +101,19 @@ def _one(session: Session, size: int, idle: bool, rng: random.Random) -> dict[st
             for _ in range(50):
                 _request(port)  # both workers attached and warm
             busy = [_request(port)[0] for _ in range(steady_n)]
-            first, steady = [], []
-            for version in range(1, publishes + 1):
+            # Steady: nothing is published meanwhile. (Interleaved with the
+            # publishes it would not be: without idle adoption, the request
+            # after a first one may be the other worker's first.)
+            steady = []
+            for _ in range(publishes):
                 time.sleep(rng.uniform(0.03, 0.06))
+                steady.append(_request(port)[0])
+            first = []
+            for version in range(1, publishes + 1):
+                # Both workers settle on the last one (a 1 MB parse is ~20 ms).
+                time.sleep(rng.uniform(0.03, 0.06) + (0.1 if size >= MIB else 0.0))
                 publisher.publish(with_version(config, version))
                 first.append(_request(port)[0])
-                # Both workers settle on the new one (a 1 MB parse is ~20 ms).
-                time.sleep(rng.uniform(0.03, 0.06) + (0.1 if size >= MIB else 0.0))
-                steady.append(_request(port)[0])
         finally:
             stop_process(proc, timeout=10)
     finally:

@@ -17,6 +17,7 @@ from typing import Any
 from bench import plots
 from bench._format import NA, label, ns, ok
 from bench.alternatives import REDIS_MISSING
+from shmconf.adoption import BACKSTOP_S
 
 #: Section names of the measures, for the conditions table.
 MEASURE_TITLES = {
@@ -293,6 +294,10 @@ def _machine(results: dict[str, Any]) -> str:
         f"{m.get('loadavg_end')} (this one counts the run's own reader processes). "
         f"The run took {results.get('elapsed_s', 0):.0f} s. "
         f"Packages: {versions}.",
+        *(["Measured again later on the same machine (`python -m bench --only ... --update`): "
+           + ", ".join(f"{MEASURE_TITLES.get(k, k)} ({when})"
+                                     for k, when in results["updated"].items()) + "."]
+          if results.get("updated") else []),
         *load_table,
     ])
 
@@ -600,7 +605,7 @@ def _idle_adoption(result: Any) -> str:
             f"Idle, the {result['workers']} workers used **{futex['cpu_percent']:.4f} %** of "
             f"one core in total over {futex['seconds']:.0f} s ({futex['cpu_ms']:.1f} ms of "
             "CPU): the adoption threads sleep in the kernel and wake on their own only every "
-            f"5 s. The floor it replaces, a thread polling the generation every "
+            f"{BACKSTOP_S:g} s. The floor it replaces, a thread polling the generation every "
             f"{result['poll_interval_s']:g} s, cost the same workers "
             f"**{poll['cpu_percent']:.3f} %** (measured over {poll['seconds']:.0f} s, right "
             "after).")
@@ -619,10 +624,10 @@ def _first_request(result: Any) -> str:
     return ("gunicorn with 2 sync workers (`ShmconfHooks`, the app reads `shmconf.current()` on "
             "every request), the publisher in the benchmark's process, requests from it over "
             "a new connection each. *Steady*: a request every 30-60 ms with nothing published; "
-            "*first*: the publish returns and a request goes out at once, interleaved with the "
-            "steady ones. Without idle adoption the worker that takes the request adopts inside "
-            "it; with it, the worker's adoption thread has just started on the same copy and "
-            "parse, and the request waits for the GIL for what is left of it (orjson and "
+            "*first*: the publish returns and a request goes out at once, one per publish at "
+            "the same pacing. Without idle adoption the worker that takes the request adopts "
+            "inside it; with it, the worker's adoption thread has just started on the same "
+            "copy and parse, and the request waits for the GIL for what is left of it (orjson and "
             "pydantic hold the GIL for a whole parse, and a thread that computes keeps every "
             "other thread waiting up to the 5 ms switch interval at each of its system "
             "calls).\n\n"
@@ -630,7 +635,10 @@ def _first_request(result: Any) -> str:
                      "first p99", "first max", "first / steady p99",
                      "back-to-back p99"], rows)
             + "\n\nBack-to-back requests (no pause) are faster than paced ones: a worker "
-            "that slept in `accept` for 30 ms wakes up cold. A 1 MB config still stalls the "
+            "that slept in `accept` for 30 ms wakes up cold. With idle adoption every worker "
+            "adopts at the same moment: the first request then shares the machine's cores "
+            "with every worker's parse (here 2 cores, 2 workers and the client), and waits for "
+            "its own worker's GIL. A 1 MB config still stalls the "
             "first request by about a parse either way: idle adoption moves the parse off the "
             "request, but not off the worker's GIL. Bounding that stall (parsing a large "
             "payload section by section and yielding between sections) is not done.")

@@ -154,8 +154,15 @@ def test_a_removed_reader_table_is_made_again(name: str) -> None:
         os.unlink(os.path.join(SHM_DIR, L.table_shm_name(name)))
         assert status.collect(name, reclaim=False).readers_unlisted is not None
         publisher.writer.heartbeat()
-        # Nothing published: the adoption thread's next wake (at most 5 s) relists it.
-        wait_until(lambda: [(r.pid, r.generation) for r in status.collect(
-            name, reclaim=False).readers] == [(os.getpid(), 1)], 10, 0.01, "relisted")
+        # The next adoption relists it (the table's name is checked at most once a second).
+        generations = iter(range(2, 1000))
+
+        def relisted() -> bool:
+            generation = publisher.publish({"v": next(generations)})
+            wait_until(lambda: reader.generation == generation, 5, 0.001, "adopted")
+            return [(r.pid, r.generation) for r in status.collect(
+                name, reclaim=False).readers] == [(os.getpid(), generation)]
+
+        wait_until(relisted, 10, 0.2, "relisted")
         reader.close()
         publisher.unlink()
