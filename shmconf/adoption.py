@@ -140,5 +140,9 @@ class IdleAdopter:
             self._word.close()
             self._word = None
         if wake.available():
-            self._word = wake.WakeWord(anchor.fileno())
+            try:
+                self._word = wake.WakeWord(anchor.fileno())
+            except OSError as exc:  # no memory for one more mapping: poll instead
+                log.warning("config %r: cannot map the wake word (%s); adopting by polling "
+                            "every %gs", self._reader.name, exc, POLL_S)
         self._mapped_for = anchor

@@ -26,7 +26,7 @@ from shmconf.errors import CommandError, ConfigValidationError, ShmconfError, So
 from shmconf.history import History, Version
 from shmconf.model import import_model
 from shmconf.protocol import control
-from shmconf.protocol.block import list_shm_names, other_layout_names, unlink_shm
+from shmconf.protocol.block import SHM_DIR, list_shm_names, other_layout_names
 from shmconf.protocol.layout import anchor_shm_name, validate_name
 from shmconf.status import ReaderStatus, Status, collect, running_publisher
 
@@ -642,11 +642,16 @@ def cmd_unlink(args: argparse.Namespace) -> int:
     if running is not None and not args.force:
         raise CommandError(f"publisher pid {running} is running for {name!r}; stop it first, "
                            "or pass --force (the publisher then stops at its next heartbeat)")
-    # Every layout version's objects: the name is gone for old workers too.
+    from shmconf.writer import unlink_name
+
+    # Every layout version's objects: the name is gone for old workers too. The
+    # anchor is marked retired first, so that attached workers look for the
+    # next publisher's.
+    found = [s for s in list_shm_names(name) + other_layout_names(name)
+             + [anchor_shm_name(name)] if os.path.lexists(os.path.join(SHM_DIR, s))]
     try:
-        removed = [s for s in list_shm_names(name) + other_layout_names(name) if unlink_shm(s)]
-        if unlink_shm(anchor_shm_name(name)):
-            removed.append(anchor_shm_name(name))
+        unlink_name(name)
+        removed = [s for s in found if not os.path.lexists(os.path.join(SHM_DIR, s))]
     except PermissionError as exc:
         raise CommandError(f"cannot remove {exc.filename or 'a segment'} of {name!r}: another "
                            "user owns it; run `shmconf unlink` as that user (or root)") from None

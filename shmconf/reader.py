@@ -112,6 +112,7 @@ class Reader(Generic[T]):
         "_claim_after",
         "_data",
         "_entry",
+        "_entry_lock",
         "_expect",
         "_gen",
         "_lock",
@@ -154,6 +155,7 @@ class Reader(Generic[T]):
         self._table: SharedBlock | None = None
         self._table_checked_at = 0.0
         self._claim_after = 0.0
+        self._entry_lock = threading.Lock()
         self._adopter: IdleAdopter | None = None
         self._adopted_ns = 0
         self._expect = 0
@@ -395,6 +397,7 @@ class Reader(Generic[T]):
         # inline: _gc.paused()'s generator costs about 1 us on every new generation.
         collecting = gc.isenabled()
         gc.disable()
+        _gc_paused[0] += collecting  # a child forked meanwhile turns it back on
         try:
             if self._model is None:
                 try:
@@ -416,6 +419,7 @@ class Reader(Generic[T]):
                     self.name, [f"(root): the model raised {type(exc).__name__}"]) from None
         finally:
             if collecting:
+                _gc_paused[0] -= 1
                 gc.enable()
 
     def _update_entry(self) -> None:
@@ -428,7 +432,10 @@ class Reader(Generic[T]):
         if not self._register or self._anchor is None or self._gen < 0:
             return
         try:
-            self._write_entry()
+            # The request path, the adoption thread and start/stop may all get
+            # here: one at a time, or two claims could take two entries.
+            with self._entry_lock:
+                self._write_entry()
         except (OSError, ValueError) as exc:
             log.debug("config %r: not listed in the reader table: %s", self.name, exc)
 
@@ -464,7 +471,12 @@ class Reader(Generic[T]):
         The adoption thread asks at each wake, so a reader is listed again
         within seconds even when nothing is published.
         """
-        if self._table is not None and self._table_removed():
+        if self._table is None and self._gen >= 0 and self._register:
+            # Unlisted: the table was gone when this reader last looked.
+            if time.monotonic() >= self._table_checked_at:
+                self._table_checked_at = time.monotonic() + _TABLE_RECHECK_S
+                self._update_entry()
+        elif self._table is not None and self._table_removed():
             self._table_checked_at = 0.0
             self._update_entry()
 
@@ -501,13 +513,17 @@ class Reader(Generic[T]):
         """The anchor was unlinked; switch to a new one under the name if there is one."""
         try:
             anchor = open_anchor(self.name, writable=False, trusted_uids=self._trusted_uids)
-        except (FileNotFoundError, PermissionError, AnchorNotReady):
+        except (OSError, AnchorNotReady):
+            # Gone, not ready, or not one to trust (another user's, a symlink
+            # planted under the free name): keep the last snapshot, look again.
             raise _Unreadable from None
         old = self._anchor
-        if old is not None:
-            self._drop_table(release=self._pid == os.getpid())
-            old.close()
+        self._drop_table(release=self._pid == os.getpid())
+        # The new words first: a thread in get() never loads from a closed mapping.
         self._anchor, self._words = anchor, anchor.words
+        self._writer_uid = frozenset({anchor.stat().st_uid})
+        if old is not None:
+            old.close()
         self._serial = 0
         self._bad_generation = -1
 
@@ -538,6 +554,7 @@ class Reader(Generic[T]):
     def _after_fork(self) -> None:
         """In a forked child: a fresh lock, its own table entry, its own adoption thread."""
         self._lock = threading.Lock()
+        self._entry_lock = threading.Lock()
         self._drop_table(release=False)
         self._pid = os.getpid()
         adopter, self._adopter = self._adopter, None
@@ -592,7 +609,16 @@ _CLOSED_WORDS: Final = memoryview(bytearray(L.ANCHOR_HEADER_SIZE)).cast("Q")
 _live_readers: weakref.WeakSet[Reader[Any]] = weakref.WeakSet()
 
 
+#: Parses in progress that paused the collector (a list: no global statement).
+#: A process forked by another thread meanwhile inherits the collector off
+#: and no parse of its own to turn it back on.
+_gc_paused = [0]
+
+
 def _after_fork_in_child() -> None:
+    if _gc_paused[0]:
+        _gc_paused[0] = 0
+        gc.enable()
     for reader in list(_live_readers):
         reader._after_fork()
 

@@ -47,6 +47,10 @@ _MAX_UNRECORDED: Final = 1 << 32
 _WORD_NAMES: Final = {L.A_GENERATION: "generation", L.A_DATA_SERIAL: "data_serial",
                       L.A_SLOT_CAPACITY: "slot_capacity", L.A_PUBLISHER_PID: "publisher_pid",
                       L.A_FLAGS: "flags"}
+#: Published slots up to this capacity are read back at every heartbeat;
+#: larger ones every _SLOT_VERIFY_EVERY_S (a 64 MiB read and checksum is 30 ms).
+_SLOT_VERIFY_ALWAYS: Final = 1 << 20
+_SLOT_VERIFY_EVERY_S: Final = 60.0
 #: Serials tried past one that another user planted, before giving up.
 _SERIAL_TRIES: Final = 64
 #: No real publisher gets near 2**63 generations; a count that does was
@@ -71,6 +75,8 @@ class Writer:
     _published: tuple[bytes, bytes, int] | None = None
     #: Why the reader table could not be made again at the last heartbeat.
     _table_problem = ""
+    #: Until when a large published slot counts as read back (see _check_data()).
+    _slot_checked_at = 0.0
 
     def __init__(
         self,
@@ -91,6 +97,14 @@ class Writer:
         # Generations only grow: a segment recreated after an unlink starts at
         # 0, and the first publish then follows the history's last generation.
         self._floor = min_generation
+        try:
+            self._open(slot_capacity)
+        except BaseException:
+            self.close()  # nothing opened so far stays open (descriptors, mappings)
+            raise
+
+    def _open(self, slot_capacity: int) -> None:
+        name, gid = self.name, self._gid
         self._open_table()
         try:
             anchor = open_anchor(name, writable=True)
@@ -135,7 +149,7 @@ class Writer:
             L.A_PUBLISHER_PID: os.getpid(), L.A_FLAGS: 0,
         }
 
-    def check_words(self) -> None:
+    def check_words(self, *, verify_slot: bool = False) -> None:
         """Restore the anchor words this writer owns if something else changed them.
 
         Called before each publish and with each heartbeat. Only the writer
@@ -147,7 +161,10 @@ class Writer:
         if not os.fstat(self.anchor.fileno()).st_nlink:
             # `shmconf unlink --force` removed the name under this publisher: what
             # it would publish now reaches no new reader, and a new publisher may
-            # already hold the name. Stop rather than write into the void.
+            # already hold the name. Stop rather than write into the void, and
+            # tell the readers of this anchor to look for the next one.
+            if not words_retired(self.anchor.words):
+                _retire(self.anchor, self._wake)
             raise SegmentError(
                 self.anchor.shm_name,
                 "the name was removed (`shmconf unlink`) while this publisher ran; it stops "
@@ -161,9 +178,9 @@ class Writer:
                             "tampered with); restored", self.name, _WORD_NAMES[index],
                             found, expected)
                 words[index] = expected
-        self._check_data()
+        self._check_data(verify_slot=verify_slot)
 
-    def _check_data(self) -> None:
+    def _check_data(self, *, verify_slot: bool) -> None:
         """Put back the data segment's size, header and published slot if they changed.
 
         Nobody maps a data segment, so a truncated or scribbled one kills no
@@ -180,8 +197,13 @@ class Writer:
         size = os.fstat(data.fileno()).st_size
         generation = int(self._owned[L.A_GENERATION])
         header_ok = data.pread(0, len(header)) == header
-        slot_ok = generation == 0 or read_slot(
-            data, generation, self._stride, self._capacity) is not None
+        # The published slot is read back only with the heartbeat (a publish
+        # replaces it anyway), and a large one at most once a minute.
+        now = time.monotonic()
+        slot_ok = (not verify_slot or generation == 0 or now < self._slot_checked_at
+                   or read_slot(data, generation, self._stride, self._capacity) is not None)
+        if verify_slot and self._capacity > _SLOT_VERIFY_ALWAYS:
+            self._slot_checked_at = max(self._slot_checked_at, now + _SLOT_VERIFY_EVERY_S)
         if size == data.size and header_ok and slot_ok:
             return
         log.warning("config %r: data segment %d was damaged or tampered with (%d of %d bytes, "
@@ -393,7 +415,7 @@ class Writer:
         While objects of another layout version of the name remain, also
         remove those that no process maps any more.
         """
-        self.check_words()
+        self.check_words(verify_slot=True)
         self.anchor.words[L.A_HEARTBEAT_NS] = time.time_ns()
         try:
             self._open_table()
@@ -446,6 +468,11 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def words_retired(words: memoryview) -> bool:
+    """Whether an anchor says its name was unlinked."""
+    return bool(words[L.A_FLAGS] & L.FLAG_RETIRED)
 
 
 def _retire(anchor: SharedBlock, wake: WakeWord | None) -> None:

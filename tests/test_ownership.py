@@ -48,8 +48,10 @@ def test_unlink_refuses_under_a_live_publisher_and_force_stops_it(
     config = tmp_path / "app.yaml"
     config.write_text("a: 1\n")
     proc = python("-m", "shmconf", "publish", name, "-c", str(config))
+    reader = None
     try:
         wait_until(lambda: run("status", name).returncode == 0, message="publisher up")
+        reader = shmconf.attach(name, idle_adoption=True)
         refused = run("unlink", name)
         assert refused.returncode == 1
         assert "pass --force (the publisher then stops at its next heartbeat)" in refused.stderr
@@ -59,11 +61,63 @@ def test_unlink_refuses_under_a_live_publisher_and_force_stops_it(
         assert proc.wait(timeout=10) == 1
         assert "the name was removed (`shmconf unlink`) while this publisher ran" in (
             proc.communicate()[1])
+        # The worker attached to the removed name follows the next publisher's.
+        with shmconf.Publisher(name) as again:
+            generation = again.publish({"a": 2})
+            wait_until(lambda: reader is not None and reader.generation == generation, 10,
+                       0.01, "the old worker on the new anchor")
+            assert reader.get()["a"] == 2
+            reader.close()
+            again.unlink()
     finally:
+        if reader is not None:
+            reader.close()
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert list_shm_names(name) == []
+
+
+def test_a_symlink_planted_under_a_removed_name_leaves_readers_serving(name: str) -> None:
+    publisher = shmconf.Publisher(name)
+    publisher.publish({"a": 1})
+    reader = shmconf.attach(name)
+    planted = os.path.join(SHM_DIR, f"shmconf-3.{name}")
+    try:
+        publisher.unlink()
+        publisher.close()
+        os.symlink("/etc/passwd", planted)  # anyone may, in the sticky /dev/shm
+        for _ in range(3):
+            assert reader.get()["a"] == 1  # the last snapshot, never an OSError
+    finally:
+        reader.close()
+        os.unlink(planted)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_during_a_parse_gets_its_collector_back() -> None:
+    import gc
+
+    from shmconf import reader as reader_module
+
+    # As if another thread forked while a parse had the collector paused.
+    reader_module._gc_paused[0] += 1
+    gc.disable()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write_end, b"y" if gc.isenabled() else b"n")
+        finally:
+            os._exit(0)
+    reader_module._gc_paused[0] -= 1
+    gc.enable()
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 1) == b"y"
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

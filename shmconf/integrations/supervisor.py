@@ -308,8 +308,12 @@ class Supervisor:
             if self._restart_at is not None and time.monotonic() >= self._restart_at:
                 # Standby: wait for the writer lock rather than fail, should
                 # another publisher (a USR2 successor's) hold the name now.
-                self._start(standby=True)
-                self._set_state("restarting")
+                try:
+                    self._start(standby=True)
+                except OSError as exc:  # no memory, no process slot, the venv replaced
+                    self._failed_start(exc)
+                else:
+                    self._set_state("restarting")
 
     def _signalled(self) -> int | None:
         """Carry out what the signal handlers queued; an exit status once stopped."""
@@ -385,6 +389,18 @@ class Supervisor:
         self._restart_at = time.monotonic() + self.backoff_s
         self._set_state("backoff")
         return None
+
+    def _failed_start(self, exc: OSError) -> None:
+        """A restart could not even start a process: count it as an exit, and back off."""
+        self.child = None
+        self.backoff_s = next_backoff(self.backoff_s, 0.0)
+        self.restarts += 1
+        self.last_exit = f"could not start: {exc}"
+        self.last_exit_ns = time.time_ns()
+        log.error("config %r: the publisher could not be started (%s); trying again in "
+                  "%.1fs (restart %d)", self.name, exc, self.backoff_s, self.restarts)
+        self._restart_at = time.monotonic() + self.backoff_s
+        self._set_state("backoff")
 
     def _stop(self, *, unlink: bool) -> int:
         child, self.child = self.child, None

@@ -26,9 +26,10 @@ from typing import Final
 
 from shmconf.protocol import layout as L
 
-#: ``SYS_futex`` per machine (64-bit time on every one of these).
+#: ``SYS_futex`` per machine: 64-bit, little-endian ones (the wake count is the
+#: low half of a native 64-bit word, which is its first 4 bytes only there).
 _SYS_FUTEX: Final = {"x86_64": 202, "aarch64": 98, "arm64": 98, "ppc64le": 221,
-                     "s390x": 238, "riscv64": 98}
+                     "riscv64": 98}
 _FUTEX_WAIT: Final = 0
 _FUTEX_WAKE: Final = 1
 _WAKE_ALL: Final = 0x7FFFFFFF
@@ -40,7 +41,8 @@ class _Timespec(ctypes.Structure):
 
 def _load_libc() -> tuple[ctypes.CDLL, int] | None:
     number = _SYS_FUTEX.get(platform.machine())
-    if not sys.platform.startswith("linux") or number is None or ctypes.sizeof(ctypes.c_long) != 8:
+    if (not sys.platform.startswith("linux") or number is None
+            or ctypes.sizeof(ctypes.c_long) != 8 or sys.byteorder != "little"):
         return None
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
