@@ -226,9 +226,17 @@ class Publisher:
         # the process, so holding it means we are the only writer now.
 
     def _published_content(self) -> tuple[dict[str, Any], str | None]:
+        """What is published (the baseline of the next publish), and its digest.
+
+        A segment made afresh (after ``unlink``) has nothing published, but the
+        history still has the last version: its data is the baseline of the
+        changed paths, with no digest, so that the same content is published
+        again (readers need it) as a change of nothing.
+        """
         current = self.writer.current()
         if current is None:
-            return {}, None
+            last = self.history.get(self.history.last_generation())
+            return (dict(last.data) if last is not None else {}), None
         meta_raw, payload = current
         try:
             meta = orjson.loads(meta_raw)

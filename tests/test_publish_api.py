@@ -151,3 +151,16 @@ def test_a_pinned_rollback_is_published_again_after_the_segment_is_gone(
         with shmconf.attach(name) as reader:
             assert reader.get()["v"] == 1
         publisher.unlink()
+
+
+def test_a_name_published_afresh_reports_changes_against_the_history(name: str) -> None:
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish({"a": 1, "b": 2})
+        publisher.unlink()  # the segment goes; the history stays
+    with shmconf.Publisher(name) as again:
+        generation = again.publish({"a": 1, "b": 3})
+        assert generation == 2  # the count goes on from the history
+        with shmconf.attach(name) as reader:
+            assert reader.get()["b"] == 3
+            assert reader.meta["changed"] == ["b"]  # not every key, as on a first publish
+        again.unlink()
