@@ -91,6 +91,9 @@ class IdleAdopter:
             self._word = None
 
     def _run(self) -> None:
+        from shmconf.reader import adoption_thread
+
+        adoption_thread.active = True  # a large payload is parsed in pieces here
         try:
             while not self._stop.is_set():
                 if not self._sleep_until_news():

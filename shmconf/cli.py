@@ -292,7 +292,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"readers: not listed: {status.readers_unlisted}")
         return EXIT_OK
     if not status.readers:
-        print("readers: none attached")
+        hints = []
+        if status.readers_ignored:
+            hints.append(f"{status.readers_ignored} table entries ignored: no reader could have "
+                         "written them")
+        if status.readers_table_full:
+            hints.append("the table is full: readers may read unlisted")
+        print("readers: none attached" + (f" ({'; '.join(hints)})" if hints else ""))
         return EXIT_OK
     reader_rows = [("PID", "GENERATION", "ADOPTS", "STATE")]
     for r in status.readers:

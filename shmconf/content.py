@@ -30,6 +30,57 @@ def canonical(data: Mapping[str, Any]) -> bytes:
     return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
 
+#: Payloads from this size on carry their sections (see :func:`sections`).
+SECTIONED_FROM: Final = 32 * 1024
+#: About this many bytes per section.
+SECTION_BYTES: Final = 16 * 1024
+
+
+def sections(data: Mapping[str, Any], payload: bytes) -> list[list[Any]] | None:
+    """Where a large payload can be cut, so that a reader can parse it piece by piece.
+
+    ``[[key, start, end, kind], ...]`` in payload order: ``kind`` ``"value"``
+    is the whole value of top-level ``key`` at ``payload[start:end]``;
+    ``"items"`` is a run of elements of the top-level list ``key``, without
+    the brackets (``b"[" + payload[start:end] + b"]"`` parses). The cuts are
+    checked against the payload: ``None`` when they do not rebuild it
+    exactly, or when the payload is small enough to parse in one go.
+
+    A reader's adoption thread parses a large config this way and lets
+    other threads run between pieces, so that a request waits for one piece
+    at most, not for the whole parse (orjson holds the GIL for a call).
+    """
+    if len(payload) < SECTIONED_FROM:
+        return None
+    found: list[list[Any]] = []
+    rebuilt = [b"{"]
+    at = 1
+    for index, key in enumerate(sorted(data)):
+        if not isinstance(key, str):
+            return None
+        head = (b"," if index else b"") + orjson.dumps(key) + b":"
+        rebuilt.append(head)
+        at += len(head)
+        value = data[key]
+        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        if isinstance(value, list) and len(value) > 1 and len(encoded) > SECTION_BYTES:
+            per = max(1, len(value) * SECTION_BYTES // len(encoded))
+            at += 1  # "["
+            runs = []
+            for first in range(0, len(value), per):
+                run = orjson.dumps(value[first:first + per], option=orjson.OPT_SORT_KEYS)[1:-1]
+                found.append([key, at, at + len(run), "items"])
+                at += len(run) + 1  # "," or "]"
+                runs.append(run)
+            rebuilt.append(b"[" + b",".join(runs) + b"]")
+        else:
+            found.append([key, at, at + len(encoded), "value"])
+            at += len(encoded)
+            rebuilt.append(encoded)
+    rebuilt.append(b"}")
+    return found if b"".join(rebuilt) == payload else None
+
+
 def digest(payload: bytes) -> str:
     """Hex SHA-256 of a canonical payload."""
     return hashlib.sha256(payload).hexdigest()

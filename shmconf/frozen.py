@@ -11,6 +11,7 @@ calls a builtin's method on an instance of a subclass that way.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import orjson
@@ -93,6 +94,39 @@ def loads(payload: bytes) -> Any:
     Raises ``orjson.JSONDecodeError`` like ``orjson.loads``.
     """
     return _freeze_owned(orjson.loads(payload))
+
+
+def loads_in_sections(
+    payload: bytes, sections: list[list[Any]], pause: Callable[[], object]
+) -> FrozenDict:
+    """:func:`loads` of a large payload piece by piece, calling ``pause()`` between pieces.
+
+    ``sections`` are the publisher's cuts (``shmconf.content.sections``). The
+    result is the same as ``loads(payload)``; the pauses let other threads
+    run, where one ``orjson.loads`` would hold the GIL for the whole parse.
+    """
+    view = memoryview(payload)
+    result: dict[str, Any] = {}
+    lists: dict[str, list[Any]] = {}
+    for key, start, end, kind in sections:
+        if kind == "value":
+            result[key] = _freeze_owned(orjson.loads(view[start:end]))
+        elif kind == "items":
+            run = _freeze_list(orjson.loads(b"[" + view[start:end].tobytes() + b"]"))
+            if key not in lists:
+                lists[key] = []
+                result[key] = None  # its place in the key order, filled below
+            lists[key].extend(run)
+        else:
+            raise ValueError(f"unknown section kind {kind!r}")
+        pause()
+    for key, items in lists.items():
+        frozen_list = _NewList(items)
+        frozen_list.__class__ = FrozenList
+        result[key] = frozen_list
+    frozen = _NewDict(result)
+    frozen.__class__ = FrozenDict
+    return frozen  # type: ignore[return-value]  # its class is FrozenDict now
 
 
 def freeze(value: Any) -> Any:

@@ -444,6 +444,9 @@ class Publisher:
             "revisions": dict(revisions or {}),
             "model": f"{self.model.__module__}.{self.model.__qualname__}" if self.model else None,
         }
+        cuts = content.sections(data, payload)  # for model-less readers of a large config
+        if cuts is not None:
+            meta["sections"] = cuts
         now = time.time_ns()
         generation = self.writer.publish(payload, orjson.dumps(meta), now)
         self._data, self._digest = dict(data), digest

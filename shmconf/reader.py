@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 import orjson
 
 from shmconf import frozen
+from shmconf.content import SECTIONED_FROM
 from shmconf.errors import (
     AnchorNotReady,
     AttachTimeout,
@@ -77,6 +78,9 @@ _MAX_BACKOFF_S: Final = 0.002
 _RETIRED_RECHECK_S: Final = 0.5
 #: How often, at most, a reader checks that its reader table still has a name.
 _TABLE_RECHECK_S: Final = 1.0
+#: With idle adoption, how long requests serve the snapshot they have while the
+#: adoption thread adopts a new generation, before one adopts it itself.
+_ADOPTER_GRACE_S: Final = 0.5
 #: After a claim found no free entry, how long before the next try.
 _CLAIM_RETRY_S: Final = 30.0
 
@@ -90,6 +94,10 @@ pinned_snapshot: ContextVar[object] = ContextVar("shmconf_pinned", default=_MISS
 
 class _Unreadable(Exception):
     """The slot failed its checks on every attempt."""
+
+
+class _Retired(_Unreadable):
+    """The name was unlinked and nothing is published under it yet: wait quietly."""
 
 
 class Reader(Generic[T]):
@@ -118,6 +126,7 @@ class Reader(Generic[T]):
         "_lock",
         "_meta",
         "_model",
+        "_pending_since",
         "_pid",
         "_published_ns",
         "_register",
@@ -156,6 +165,9 @@ class Reader(Generic[T]):
         self._table_checked_at = 0.0
         self._claim_after = 0.0
         self._entry_lock = threading.Lock()
+        #: When a request first saw a generation the adoption thread has not
+        #: adopted yet (0: none pending).
+        self._pending_since = 0.0
         self._adopter: IdleAdopter | None = None
         self._adopted_ns = 0
         self._expect = 0
@@ -301,46 +313,77 @@ class Reader(Generic[T]):
             raise ValueError(f"reader of {self.name!r} is closed")
         if self._words[L.A_GENERATION] == self._bad_generation:
             return self._stale_or_recheck()
-        with self._lock:
-            generation = self._words[L.A_GENERATION]
-            if generation == self._gen:
-                return self._snapshot
-            old = self._snapshot
-            try:
-                self._adopt()
-            except _Unreadable:
-                self._bad_generation = generation
-                self._update_entry()
-                if self._gen < 0:
-                    raise SegmentError(
-                        anchor_shm_name(self.name),
-                        f"generation {generation} fails its checks on every read; the segment "
-                        "is corrupted: restart the publisher or `shmconf unlink` it",
-                    ) from None
-                log.warning(
-                    "config %r: generation %d is unreadable (corrupted slot); still serving "
-                    "generation %d", self.name, generation, self._gen,
-                )
-                return self._snapshot
-            except ConfigValidationError as exc:
-                self._bad_generation = generation
-                self._update_entry()
-                if self._gen < 0:
-                    raise
-                log.error("config %r: %s; still serving generation %d", self.name, exc, self._gen)
-                return self._snapshot
-            new = self._snapshot
-            callbacks = self._callbacks if old is not None else []
+        if not self._may_adopt():
+            return self._snapshot
+        try:
+            old, new, callbacks = self._adopt_or_keep()
+        finally:
+            self._lock.release()
         for callback, parts in callbacks:
             self._run_callback(callback, parts, old, new)
         return new
+
+    def _may_adopt(self) -> bool:
+        """Take the lock to adopt now, or say to serve the snapshot this process has.
+
+        With idle adoption the adoption thread parses the new generation (it
+        was woken with the publish). A request serves the snapshot it has
+        meanwhile, rather than parse, or wait for that parse; only if the
+        thread has not adopted it within _ADOPTER_GRACE_S does a request
+        adopt it itself.
+        """
+        lock = self._lock
+        if self._adopter is None or self._gen < 0 or getattr(adoption_thread, "active", False):
+            lock.acquire()
+            return True
+        now = time.monotonic()
+        if not self._pending_since:
+            self._pending_since = now
+        return now - self._pending_since >= _ADOPTER_GRACE_S and lock.acquire(blocking=False)
+
+    def _adopt_or_keep(self) -> tuple[T, T, list[tuple[ChangeCallback, tuple[str, ...] | None]]]:
+        """Under the lock: ``(old, new, callbacks to run)``; new is old when nothing changed."""
+        generation = self._words[L.A_GENERATION]
+        old = self._snapshot
+        if generation == self._gen:
+            return old, old, []
+        try:
+            self._adopt()
+        except _Unreadable as exc:
+            self._refuse(generation)
+            if self._gen < 0:
+                raise SegmentError(
+                    anchor_shm_name(self.name),
+                    f"generation {generation} fails its checks on every read; the segment "
+                    "is corrupted: restart the publisher or `shmconf unlink` it",
+                ) from None
+            if isinstance(exc, _Retired):  # expected after an unlink: no warning
+                log.debug("config %r: unlinked; serving generation %d until it is "
+                          "published again", self.name, self._gen)
+            else:
+                log.warning("config %r: generation %d is unreadable (corrupted slot); still "
+                            "serving generation %d", self.name, generation, self._gen)
+            return old, old, []
+        except ConfigValidationError as exc:
+            self._refuse(generation)
+            if self._gen < 0:
+                raise
+            log.error("config %r: %s; still serving generation %d", self.name, exc, self._gen)
+            return old, old, []
+        return old, self._snapshot, (self._callbacks if old is not None else [])
+
+    def _refuse(self, generation: int) -> None:
+        """Remember a generation that cannot be adopted: the fast path skips it."""
+        self._bad_generation = generation
+        self._pending_since = 0.0
+        self._update_entry()
 
     def _adopt(self) -> None:
         """R1-R7 under the lock: read the newest complete generation into the cache."""
         if self._words[L.A_FLAGS] & L.FLAG_RETIRED:
             self._follow_new_anchor()
         generation, meta, payload, published_ns = self._read_slot()
-        snapshot = self._parse(payload)
+        snapshot = self._parse(payload, self._sections(meta, payload))
         if generation < self._gen:
             # Only a segment recreated from scratch counts down; keep the newer one.
             log.warning("config %r: generation went back from %d to %d; ignoring it",
@@ -351,6 +394,7 @@ class Reader(Generic[T]):
         self._snapshot = snapshot  # first the object, then the generation the
         self._gen = generation     # fast path compares: a thread never pairs them wrongly
         self._adopted_ns = time.time_ns()
+        self._pending_since = 0.0
         self._update_entry()
 
     def _read_slot(self) -> tuple[int, bytes, bytes, int]:
@@ -392,7 +436,22 @@ class Reader(Generic[T]):
         self._data, self._serial, self._capacity, self._stride = block, serial, capacity, stride
         return True
 
-    def _parse(self, payload: bytes) -> T:
+    def _sections(self, meta: bytes, payload: bytes) -> list[list[Any]] | None:
+        """The publisher's cuts of a large payload, when this thread parses it in pieces.
+
+        Only the adoption thread does (``shmconf.adoption``): it lets requests
+        run between the pieces. A request that adopts parses in one go.
+        """
+        if (self._model is not None or len(payload) < SECTIONED_FROM
+                or not getattr(adoption_thread, "active", False)):
+            return None
+        try:
+            found = orjson.loads(meta).get("sections")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        return found if isinstance(found, list) else None
+
+    def _parse(self, payload: bytes, sections: list[list[Any]] | None = None) -> T:
         # The collector is paused while the snapshot is built (see shmconf._gc),
         # inline: _gc.paused()'s generator costs about 1 us on every new generation.
         collecting = gc.isenabled()
@@ -400,6 +459,11 @@ class Reader(Generic[T]):
         _gc_paused[0] += collecting  # a child forked meanwhile turns it back on
         try:
             if self._model is None:
+                if sections:
+                    with contextlib.suppress(ValueError, TypeError, KeyError):
+                        # sleep(0) lets a waiting thread take the GIL between pieces.
+                        return frozen.loads_in_sections(  # type: ignore[return-value]
+                            payload, sections, _yield)
                 try:
                     return frozen.loads(payload)  # type: ignore[no-any-return]
                 except orjson.JSONDecodeError:
@@ -516,7 +580,7 @@ class Reader(Generic[T]):
         except (OSError, AnchorNotReady):
             # Gone, not ready, or not one to trust (another user's, a symlink
             # planted under the free name): keep the last snapshot, look again.
-            raise _Unreadable from None
+            raise _Retired from None
         old = self._anchor
         self._drop_table(release=self._pid == os.getpid())
         # The new words first: a thread in get() never loads from a closed mapping.
@@ -563,6 +627,7 @@ class Reader(Generic[T]):
         if self._anchor is None:
             return
         self._claim_after = 0.0
+        self._pending_since = 0.0
         if adopter is not None:
             with contextlib.suppress(Exception):
                 self._start_adopter()
@@ -607,6 +672,15 @@ class Reader(Generic[T]):
 _CLOSED_WORDS: Final = memoryview(bytearray(L.ANCHOR_HEADER_SIZE)).cast("Q")
 
 _live_readers: weakref.WeakSet[Reader[Any]] = weakref.WeakSet()
+
+
+#: ``active`` is set on the adoption thread (``shmconf.adoption``), which
+#: parses a large payload in pieces.
+adoption_thread = threading.local()
+
+
+def _yield() -> None:
+    time.sleep(0)
 
 
 #: Parses in progress that paused the collector (a list: no global statement).

@@ -117,3 +117,29 @@ def test_freeze_leaves_its_argument_alone() -> None:
 def test_loads_refuses_what_is_not_json() -> None:
     with pytest.raises(orjson.JSONDecodeError):
         loads(b"{not json")
+
+
+def test_a_large_payload_parsed_in_sections_is_the_same_snapshot() -> None:
+    from shmconf import content
+    from shmconf.frozen import loads_in_sections
+
+    data = {
+        "version": 7,
+        "big": [{"name": f"n{i}", "tags": ["a", "b"], "w": i / 3} for i in range(6000)],
+        "other": {"nested": {"x": [1, 2, [3, {"y": None}]]}, "flag": True},
+        "small": [1, 2],
+        "zeta": "z" * 100_000,
+    }
+    payload = content.canonical(data)
+    cuts = content.sections(data, payload)
+    assert cuts is not None
+    assert sum(kind == "items" for _, _, _, kind in cuts) > 3  # the big list is cut
+    pauses = []
+    got = loads_in_sections(payload, cuts, lambda: pauses.append(1))
+    assert got == loads(payload) == data
+    assert len(pauses) == len(cuts)
+    assert type(got) is FrozenDict
+    assert type(got["big"]) is FrozenList
+    assert type(got["big"][5]) is FrozenDict
+    assert list(got) == sorted(data)  # the payload's key order
+    assert content.sections({"a": 1}, content.canonical({"a": 1})) is None  # small: none

@@ -209,3 +209,31 @@ def test_close_never_waits_for_the_backstop(name: str) -> None:
         assert slowest < 1.0
         assert adoption_threads(name) == []
         publisher.unlink()
+
+
+def test_the_adoption_thread_parses_a_large_config_in_pieces(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shmconf import frozen
+
+    calls: list[str] = []
+    real = frozen.loads_in_sections
+
+    def spy(payload: bytes, sections: list[list[object]], pause: object) -> object:
+        calls.append(threading.current_thread().name)
+        return real(payload, sections, pause)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(frozen, "loads_in_sections", spy)
+    big = [{"name": f"upstream-{i}", "port": i} for i in range(20_000)]
+    with shmconf.Publisher(name) as publisher:
+        publisher.publish({"v": 1, "big": big})
+        lazy = shmconf.attach(name, make_current=False)
+        with shmconf.attach(name, idle_adoption=True) as idle:
+            publisher.publish({"v": 2, "big": big})
+            wait_until(lambda: idle.generation == 2, 10, 0.005, "the large config adopted")
+            assert idle.get() == {"v": 2, "big": big}
+            assert calls == [f"shmconf-adopt-{name}"]
+            # A reader without the thread adopts on its read, in one go.
+            assert lazy.get()["v"] == 2
+            assert calls == [f"shmconf-adopt-{name}"]
+        lazy.close()
+        publisher.unlink()

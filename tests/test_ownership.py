@@ -164,3 +164,21 @@ def test_a_broken_source_at_start_names_start_without_source_which_works(
         proc.terminate()
         proc.communicate(timeout=10)
     assert run("unlink", name, "--purge").returncode == 0
+
+
+def test_an_unlinked_name_is_waited_for_quietly(
+        name: str, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    publisher = shmconf.Publisher(name)
+    publisher.publish({"a": 1})
+    reader = shmconf.attach(name)
+    try:
+        publisher.unlink()
+        publisher.close()
+        with caplog.at_level(logging.DEBUG, logger="shmconf.reader"):
+            assert reader.get()["a"] == 1  # sees the retirement, finds no new anchor
+        assert "unlinked; serving generation 1 until it is published again" in caplog.text
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        reader.close()

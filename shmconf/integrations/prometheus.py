@@ -126,7 +126,11 @@ class ShmconfCollector:
         *,
         publisher: Publisher | None = None,
         buckets_s: Sequence[float] = DEFAULT_BUCKETS_S,
+        trusted_owner: int | str | None = None,
     ) -> None:
+        from shmconf.reader import _trusted
+
+        self._trusted = _trusted(trusted_owner) if trusted_owner is not None else None
         self._core = _client()
         if publisher is None and name is None:
             raise TypeError("ShmconfCollector needs a config name or a publisher")
@@ -234,7 +238,7 @@ class ShmconfCollector:
     def _from_status(self, families: dict[str, Any]) -> None:
         from shmconf.status import collect
 
-        status = collect(self.name, reclaim=False)
+        status = collect(self.name, reclaim=False, trusted_uids=self._trusted)
         service = status.service
         label = [self.name]
         families["generation"].add_metric(label, float(status.generation))
