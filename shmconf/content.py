@@ -53,32 +53,37 @@ def sections(data: Mapping[str, Any], payload: bytes) -> list[list[Any]] | None:
     if len(payload) < SECTIONED_FROM:
         return None
     found: list[list[Any]] = []
-    rebuilt = [b"{"]
-    at = 1
+    view = memoryview(payload)
+    at = 1  # past "{"
     for index, key in enumerate(sorted(data)):
         if not isinstance(key, str):
             return None
         head = (b"," if index else b"") + orjson.dumps(key) + b":"
-        rebuilt.append(head)
+        if view[at : at + len(head)] != head:
+            return None
         at += len(head)
         value = data[key]
-        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-        if isinstance(value, list) and len(value) > 1 and len(encoded) > SECTION_BYTES:
-            per = max(1, len(value) * SECTION_BYTES // len(encoded))
+        if isinstance(value, list) and len(value) > 1:
+            # Runs of about SECTION_BYTES, each element serialized once: the
+            # run length follows the elements' size as it goes.
             at += 1  # "["
-            runs = []
-            for first in range(0, len(value), per):
-                run = orjson.dumps(value[first:first + per], option=orjson.OPT_SORT_KEYS)[1:-1]
+            first, per = 0, 16
+            while first < len(value):
+                run = orjson.dumps(value[first : first + per], option=orjson.OPT_SORT_KEYS)[1:-1]
+                if view[at : at + len(run)] != run:
+                    return None
                 found.append([key, at, at + len(run), "items"])
                 at += len(run) + 1  # "," or "]"
-                runs.append(run)
-            rebuilt.append(b"[" + b",".join(runs) + b"]")
+                first += per
+                per = max(1, SECTION_BYTES * per // max(1, len(run)))
         else:
+            encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            if view[at : at + len(encoded)] != encoded:
+                return None
             found.append([key, at, at + len(encoded), "value"])
             at += len(encoded)
-            rebuilt.append(encoded)
-    rebuilt.append(b"}")
-    return found if b"".join(rebuilt) == payload else None
+    # Every cut checked in place, and they end where the payload does.
+    return found if at + 1 == len(payload) and len(found) > 1 else None
 
 
 def digest(payload: bytes) -> str:
