@@ -18,7 +18,7 @@ from shmconf import status
 from shmconf.integrations.multiprocessing import initializer
 from tests.apps.servers import nothing_left, write_doc_files
 from tests.apps.tasks import read_config
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_until
 
 START_METHODS = ["spawn", "fork", "forkserver"]
 MODEL = "tests.models:Settings"
@@ -51,7 +51,10 @@ def test_pool_workers_read_the_current_config(
         assert {(r["greeting"], r["host"]) for r in first} == {("hello", "db1")}
         assert os.getpid() not in {r["pid"] for r in first}
         publisher.publish(config("bonjour", "db2"))
-        # Long-lived workers see the new version on their next read.
+        # Long-lived workers switch when their adoption thread has the new version
+        # (milliseconds after the publish; a read before that sees the previous one).
+        wait_until(lambda: all(r.generation == 2 for r in status.collect(
+            name, reclaim=False).readers if r.alive), 10, 0.005, "the workers adopted")
         second = pool.map(read_config, range(4))
         assert {(r["greeting"], r["host"], r["generation"]) for r in second} == {
             ("bonjour", "db2", 2)
