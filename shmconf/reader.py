@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 import orjson
 
-from shmconf import frozen
+from shmconf import _gc, frozen
 from shmconf.content import SECTIONED_FROM
 from shmconf.errors import (
     AnchorNotReady,
@@ -456,7 +456,7 @@ class Reader(Generic[T]):
         # inline: _gc.paused()'s generator costs about 1 us on every new generation.
         collecting = gc.isenabled()
         gc.disable()
-        _gc_paused[0] += collecting  # a child forked meanwhile turns it back on
+        _gc.PAUSING[0] += collecting  # a child forked meanwhile turns it back on
         try:
             if self._model is None:
                 if sections:
@@ -483,7 +483,7 @@ class Reader(Generic[T]):
                     self.name, [f"(root): the model raised {type(exc).__name__}"]) from None
         finally:
             if collecting:
-                _gc_paused[0] -= 1
+                _gc.PAUSING[0] -= 1
                 gc.enable()
 
     def _update_entry(self) -> None:
@@ -506,7 +506,7 @@ class Reader(Generic[T]):
     def _write_entry(self) -> None:
         table_block = self._table
         if table_block is not None and (self._pid != os.getpid() or self._table_removed()):
-            self._drop_table(release=self._pid == os.getpid())
+            self._drop_table()
             table_block = None
         if table_block is None:
             self._pid = os.getpid()
@@ -557,18 +557,18 @@ class Reader(Generic[T]):
         table_block = self._table
         return table_block is not None and not os.fstat(table_block.fileno()).st_nlink
 
-    def _drop_table(self, *, release: bool) -> None:
-        """Let go of the reader table: clear this process's entry when ``release``.
+    def _drop_table(self, *, forked: bool = False) -> None:
+        """Let go of the reader table, clearing this process's entry.
 
-        A forked child passes False: the entry and its lock belong to the
-        parent (the child's copy of the descriptor shares them), so the child
-        only closes its copy.
+        In a forked child (``forked``, or a pid that changed unseen) the entry
+        and its lock are the parent's (the child's copy of the descriptor
+        shares them): the child only closes its copy.
         """
         table_block, entry = self._table, self._entry
         self._table = self._entry = None
         if table_block is None:
             return
-        if release and entry is not None:
+        if not forked and self._pid == os.getpid() and entry is not None:
             with contextlib.suppress(OSError, ValueError):
                 table.release(table_block, entry)
         table_block.close()
@@ -582,7 +582,7 @@ class Reader(Generic[T]):
             # planted under the free name): keep the last snapshot, look again.
             raise _Retired from None
         old = self._anchor
-        self._drop_table(release=self._pid == os.getpid())
+        self._drop_table()
         # The new words first: a thread in get() never loads from a closed mapping.
         self._anchor, self._words = anchor, anchor.words
         self._writer_uid = frozenset({anchor.stat().st_uid})
@@ -619,7 +619,7 @@ class Reader(Generic[T]):
         """In a forked child: a fresh lock, its own table entry, its own adoption thread."""
         self._lock = threading.Lock()
         self._entry_lock = threading.Lock()
-        self._drop_table(release=False)
+        self._drop_table(forked=True)
         self._pid = os.getpid()
         adopter, self._adopter = self._adopter, None
         if adopter is not None:
@@ -643,7 +643,7 @@ class Reader(Generic[T]):
         if _current.process_reader() is self:
             _current.set_reader(None)
         self.stop_idle_adoption()
-        self._drop_table(release=self._pid == os.getpid())
+        self._drop_table()
         self._words = _CLOSED_WORDS
         self._gen = -1
         for block in (self._data, self._anchor):
@@ -683,16 +683,7 @@ def _yield() -> None:
     time.sleep(0)
 
 
-#: Parses in progress that paused the collector (a list: no global statement).
-#: A process forked by another thread meanwhile inherits the collector off
-#: and no parse of its own to turn it back on.
-_gc_paused = [0]
-
-
 def _after_fork_in_child() -> None:
-    if _gc_paused[0]:
-        _gc_paused[0] = 0
-        gc.enable()
     for reader in list(_live_readers):
         reader._after_fork()
 

@@ -98,10 +98,10 @@ def test_a_symlink_planted_under_a_removed_name_leaves_readers_serving(name: str
 def test_a_child_forked_during_a_parse_gets_its_collector_back() -> None:
     import gc
 
-    from shmconf import reader as reader_module
+    from shmconf import _gc
 
     # As if another thread forked while a parse had the collector paused.
-    reader_module._gc_paused[0] += 1
+    _gc.PAUSING[0] += 1
     gc.disable()
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -110,7 +110,7 @@ def test_a_child_forked_during_a_parse_gets_its_collector_back() -> None:
             os.write(write_end, b"y" if gc.isenabled() else b"n")
         finally:
             os._exit(0)
-    reader_module._gc_paused[0] -= 1
+    _gc.PAUSING[0] -= 1
     gc.enable()
     os.close(write_end)
     try:
