@@ -21,6 +21,7 @@ from shmconf.errors import (
 )
 from shmconf.publisher import Publisher
 from shmconf.reader import Reader, attach
+from shmconf.rollout import Rollout
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "Publisher",
     "PublisherRunningError",
     "Reader",
+    "Rollout",
     "SegmentError",
     "SegmentNotFoundError",
     "SegmentPermissionError",

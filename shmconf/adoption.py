@@ -45,6 +45,9 @@ POLL_S: Final = 0.5
 #: sleeps on the word again, so such a loop costs each reader at most 20
 #: wake-ups a second.
 SPURIOUS_REST_S: Final = 0.05
+#: While a rollout runs, how often the thread writes this process's health
+#: counts into the reader table, for the publisher to judge the candidate.
+ROLLOUT_FLUSH_S: Final = 0.25
 
 
 class IdleAdopter:
@@ -117,11 +120,15 @@ class IdleAdopter:
                 self._remap(anchor)
             seen = words[L.A_WAKE] & 0xFFFFFFFF
             retired = bool(words[L.A_FLAGS] & L.FLAG_RETIRED)
+            rollout = bool(words[L.A_ROLLOUT])
         except ValueError:
             return False  # closed by another thread meanwhile
         try:
+            reader._check_role()  # a canary of a rollout, or not (any more)
             reader.get()  # the fast path when nothing changed
             reader._relist_if_table_removed()
+            if rollout:
+                reader._flush_health()
         except ValueError:
             return not reader.closed
         except Exception:
@@ -129,11 +136,12 @@ class IdleAdopter:
             log.exception("config %r: adopting a new generation failed", reader.name)
         word = self._word
         if word is None or retired:
-            self._stop.wait(POLL_S)
+            self._stop.wait(ROLLOUT_FLUSH_S if rollout else POLL_S)
         else:
             started = time.monotonic()
-            word.wait(seen, BACKSTOP_S)
-            if (word.value() == seen and time.monotonic() - started < BACKSTOP_S
+            timeout = ROLLOUT_FLUSH_S if rollout else BACKSTOP_S
+            word.wait(seen, timeout)
+            if (word.value() == seen and time.monotonic() - started < timeout
                     and not self._stop.is_set()):
                 self._stop.wait(SPURIOUS_REST_S)  # woken with no news: see SPURIOUS_REST_S
         return True

@@ -45,6 +45,16 @@ class Version:
     #: Dotted paths of secret values (from the model), redacted by the CLI.
     secrets: tuple[str, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: Its rollout (docs/rollout.md): "" when it went to every worker at
+    #: once, "candidate" while canaries try it, "promoted", or
+    #: "rolled back: why"; the version that rolled one back says
+    #: "rollback of N: why".
+    rollout: str = ""
+
+    @property
+    def reached_everyone(self) -> bool:
+        """Whether every worker held it (not a candidate that was never promoted)."""
+        return self.rollout in ("", "promoted") or self.rollout.startswith("rollback of")
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -57,6 +67,7 @@ class Version:
                 "origin": self.origin,
                 "secrets": list(self.secrets),
                 "data": self.data,
+                "rollout": self.rollout,
             }
         )
 
@@ -72,6 +83,7 @@ class Version:
             origin=str(obj.get("origin", "sources")),
             secrets=tuple(obj.get("secrets", ())),
             data=obj.get("data", {}),
+            rollout=str(obj.get("rollout", "")),
         )
 
 
@@ -135,9 +147,11 @@ class History:
     def before(self, generation: int, digest: str | None) -> Version | None:
         """The newest kept version older than ``generation`` with other content than ``digest``.
 
-        What a rollback without ``--to`` goes back to.
+        What a rollback without ``--to`` goes back to: a candidate that was
+        rolled back (or never promoted) is skipped.
         """
-        older = [v for v in self.versions() if v.generation < generation and v.digest != digest]
+        older = [v for v in self.versions()
+                 if v.generation < generation and v.digest != digest and v.reached_everyone]
         return older[-1] if older else None
 
     def last_generation(self) -> int:

@@ -20,6 +20,7 @@ exits 1).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import grp
 import logging
 import os
@@ -55,6 +56,7 @@ from shmconf.model import validate as validate_snapshot
 from shmconf.protocol import layout as L
 from shmconf.protocol.anchor import open_anchor
 from shmconf.protocol.layout import validate_name
+from shmconf.rollout import Rollout, RolloutRun
 from shmconf.sources import LoadedConfig, Source, load_sources, open_source
 from shmconf.sources.base import dotted
 from shmconf.writer import Writer, unlink_name
@@ -136,6 +138,10 @@ class Publisher:
         start_without_source: when a source cannot be read at start (etcd is
             down), serve the last good version (the segment's, or the
             history's newest) instead of failing, and publish once it is back.
+        rollout: roll each change out to canary workers first and promote it
+            or roll it back by their health (a :class:`~shmconf.Rollout`, or
+            its keywords as a mapping); see docs/rollout.md. The first
+            publish and a rollback go to every worker at once.
     """
 
     _writer: Writer | None = None
@@ -158,8 +164,14 @@ class Publisher:
         standby_timeout: float | None = None,
         slot_capacity: int = L.DEFAULT_SLOT_CAPACITY,
         start_without_source: bool = False,
+        rollout: Rollout | Mapping[str, Any] | None = None,
     ) -> None:
         self.name = validate_name(name)
+        #: How changes roll out (None: to every worker at once).
+        self.rollout_policy = Rollout.of(rollout)
+        self._run: RolloutRun | None = None
+        #: How the last rollout ended, as ``status`` shows it.
+        self.last_rollout: dict[str, Any] | None = None
         #: The class snapshots are validated with (see shmconf.model).
         self._snapshot_model = snapshot_model(model) if model is not None else None
         if model is not None and env_prefix and is_settings(model):
@@ -199,9 +211,38 @@ class Publisher:
                 slot_capacity=slot_capacity,
             )
             self._data, self._digest = self._published_content()
+            if self._writer.resolved_rollout is not None:
+                self._record_resolved_rollout(self._writer.resolved_rollout)
         except BaseException:
             self.close()
             raise
+
+    def _record_resolved_rollout(self, candidate: int) -> None:
+        """Say in the history that this publisher rolled back its predecessor's candidate."""
+        reason = "the publisher stopped during its rollout"
+        self.last_rollout = {"outcome": "rolled back", "candidate": candidate,
+                             "generation": self.generation, "reason": reason,
+                             "ended_ns": time.time_ns()}
+        found = self.history.get(candidate)
+        if found is not None:
+            self._note_rollout(found, f"rolled back: {reason}")
+        if self._digest is not None:
+            with contextlib.suppress(OSError):
+                self.history.record(Version(
+                    self.generation, time.time_ns(), self._digest, origin="rollout",
+                    data=self._data, rollout=f"rollback of {candidate}: {reason}",
+                    secrets=self._secrets_of(self._digest)))
+
+    def _secrets_of(self, digest: str) -> tuple[str, ...]:
+        """The secret paths the history keeps for the newest version with ``digest``."""
+        for version in reversed(self.history.versions()):
+            if version.digest == digest:
+                return version.secrets
+        return ()
+
+    def _note_rollout(self, version: Version, note: str) -> None:
+        with contextlib.suppress(OSError):
+            self.history.record(dataclasses.replace(version, rollout=note))
 
     def _open_sources(self, specs: Sequence[Any]) -> list[Source]:
         if not specs:
@@ -406,8 +447,77 @@ class Publisher:
         source_names: Sequence[str],
         force: bool = False,
         revisions: Mapping[str, int] | None = None,
+        rollout_note: str = "",
     ) -> int:
         started = time.perf_counter()
+        data, payload = self._serialize(data, instance)
+        digest = content.digest(payload)
+        run = self._run
+        if not force and run is not None and digest == self._digest:
+            # The sources went back to the stable version mid-rollout.
+            return self.abort_rollout("the sources went back to the stable version")
+        if not force and digest in (self._digest, run.digest if run else None):
+            self.stats.unchanged += 1
+            log.debug("config %r: content unchanged (digest %s)", self.name, digest[:12])
+            return self.generation if run is None else run.candidate
+        canary = (self.rollout_policy is not None and not force and self._digest is not None
+                  and origin in ("sources", "publish"))
+        changed = content.changed_paths(self._data, data)
+        meta: dict[str, Any] = {
+            "digest": digest,
+            "size": len(payload),
+            "changed": changed,
+            "sources": list(source_names),
+            "secrets": content.secret_paths(instance) if instance is not None else [],
+            "origin": origin,
+            "revisions": dict(revisions or {}),
+            "model": f"{self.model.__module__}.{self.model.__qualname__}" if self.model else None,
+        }
+        cuts = content.sections(data, payload)  # for model-less readers of a large config
+        if cuts is not None:
+            meta["sections"] = cuts
+        now = time.time_ns()
+        if canary:
+            generation = self._publish_candidate(payload, meta, now, digest, data)
+        else:
+            generation = self._publish_to_all(payload, meta, now, digest, data, origin=origin)
+        elapsed = time.perf_counter() - started
+        self.stats.record_publish(elapsed)
+        try:
+            self.history.record(Version(
+                generation, now, digest, tuple(source_names), tuple(changed), origin,
+                tuple(meta["secrets"]), data,
+                rollout="candidate" if canary else rollout_note,
+            ))
+        except OSError as exc:
+            # The config is live; only rollback to it is lost. Say so, keep serving.
+            log.error("config %r: generation %d published but not kept in history: %s",
+                      self.name, generation, exc)
+        log.info(
+            "config %r: published generation %d%s (digest %s, %.2f ms; changed: %s)",
+            self.name, generation, " to canaries" if canary else "", digest[:12],
+            elapsed * 1e3, ", ".join(changed) or "nothing",
+        )
+        for callback in self._on_publish:
+            try:
+                callback(generation, meta)
+            except Exception:
+                log.exception("config %r: on_publish callback failed", self.name)
+        return generation
+
+    @property
+    def _model_name(self) -> str | None:
+        return getattr(self.model, "__name__", None)
+
+    # -- rollouts (docs/rollout.md) ---------------------------------------------------
+
+    @property
+    def rollout(self) -> RolloutRun | None:
+        """The running rollout, if any."""
+        return self._run
+
+    def _serialize(self, data: Mapping[str, Any], instance: Any) -> tuple[Mapping[str, Any], bytes]:
+        """The data to publish and its canonical JSON, checked (round trip, size)."""
         if instance is not None:
             # The validated data, defaults and environment included: what
             # every worker validates back into an equal instance.
@@ -428,53 +538,139 @@ class Publisher:
                 raise ConfigValidationError(self.name, problems, self._model_name)
         if len(payload) > self.max_bytes:
             raise ConfigTooLargeError(self.name, len(payload), self.max_bytes)
-        digest = content.digest(payload)
-        if digest == self._digest and not force:
-            self.stats.unchanged += 1
-            log.debug("config %r: content unchanged (digest %s)", self.name, digest[:12])
-            return self.generation
-        changed = content.changed_paths(self._data, data)
-        meta: dict[str, Any] = {
-            "digest": digest,
-            "size": len(payload),
-            "changed": changed,
-            "sources": list(source_names),
-            "secrets": content.secret_paths(instance) if instance is not None else [],
-            "origin": origin,
-            "revisions": dict(revisions or {}),
-            "model": f"{self.model.__module__}.{self.model.__qualname__}" if self.model else None,
-        }
-        cuts = content.sections(data, payload)  # for model-less readers of a large config
-        if cuts is not None:
-            meta["sections"] = cuts
-        now = time.time_ns()
+        return data, payload
+
+    def _publish_to_all(
+        self, payload: bytes, meta: dict[str, Any], now: int, digest: str,
+        data: Mapping[str, Any], *, origin: str,
+    ) -> int:
+        """Publish a version to every worker; a running rollout ends with it."""
         generation = self.writer.publish(payload, orjson.dumps(meta), now)
         self._data, self._digest = dict(data), digest
-        elapsed = time.perf_counter() - started
-        self.stats.record_publish(elapsed)
-        try:
-            self.history.record(Version(
-                generation, now, digest, tuple(source_names), tuple(changed), origin,
-                tuple(meta["secrets"]), data,
-            ))
-        except OSError as exc:
-            # The config is live; only rollback to it is lost. Say so, keep serving.
-            log.error("config %r: generation %d published but not kept in history: %s",
-                      self.name, generation, exc)
-        log.info(
-            "config %r: published generation %d (digest %s, %.2f ms; changed: %s)",
-            self.name, generation, digest[:12], elapsed * 1e3, ", ".join(changed) or "nothing",
-        )
-        for callback in self._on_publish:
-            try:
-                callback(generation, meta)
-            except Exception:
-                log.exception("config %r: on_publish callback failed", self.name)
+        run, self._run = self._run, None
+        if run is not None:  # a rollback, or a version from the history
+            self._rollout_ended(run, "replaced", f"generation {generation} ({origin}) was "
+                                "published to every worker")
         return generation
 
-    @property
-    def _model_name(self) -> str | None:
-        return getattr(self.model, "__name__", None)
+    def _publish_candidate(
+        self, payload: bytes, meta: dict[str, Any], now: int, digest: str,
+        data: Mapping[str, Any],
+    ) -> int:
+        """Publish a change to canaries only; a candidate already out is replaced."""
+        assert self.rollout_policy is not None
+        writer = self.writer
+        rollout = writer.next_generation()  # the candidate's generation names its rollout
+        previous = self._run
+        if previous is not None:
+            # The canaries stay canaries: they go straight to the new candidate.
+            for entry, pid in previous.canaries.items():
+                writer.assign_canary(entry, pid, rollout)
+        meta["rollout"] = rollout
+        generation = writer.publish_candidate(payload, orjson.dumps(meta), now, rollout)
+        self._run = RolloutRun(self.rollout_policy, rollout, generation, self.generation,
+                               digest, dict(data), canaries=dict(previous.canaries)
+                               if previous else {})
+        if previous is not None:
+            self._rollout_ended(previous, "replaced", f"replaced by candidate {generation}")
+        return generation
+
+    def rollout_tick(self) -> str | None:
+        """Judge the running rollout now and act on it; returns what was done (or None).
+
+        The service calls this several times a second while a rollout runs.
+        """
+        run = self._run
+        if run is None:
+            return None
+        writer = self.writer
+        if writer.rollout != run.id:
+            # The writer published the stable content again (a repaired slot).
+            self._run = None
+            self._rollout_ended(run, "rolled back", "the stable version was published again")
+            return "rollback"
+        entries = writer.readers()
+        verdict = run.judge(entries)
+        if verdict.action == "grow":
+            if not run.canaries and not any(e.alive and e.idle_adoption for e in entries):
+                self.promote("no worker could be a canary (none is attached with idle "
+                             "adoption): published to every worker")
+                return "promote"
+            for entry in verdict.assign:
+                writer.assign_canary(entry.slot, entry.pid, run.id)
+            writer.wake_readers()
+            log.info("config %r: rollout of generation %d, step %d: canaries %s", self.name,
+                     run.candidate, run.step + 1, ", ".join(
+                         str(p) for p in sorted([*run.canaries.values(),
+                                                 *(e.pid for e in verdict.assign)])))
+        elif verdict.action == "step":
+            run.next_step()
+            log.info("config %r: rollout of generation %d healthy; step %d of %d", self.name,
+                     run.candidate, run.step + 1, len(run.policy.sizes))
+            return "step"
+        elif verdict.action == "promote":
+            self.promote(verdict.reason)
+        elif verdict.action == "rollback":
+            self.abort_rollout(verdict.reason)
+        return verdict.action
+
+    def promote(self, reason: str = "promoted by a person") -> int:
+        """Give the running rollout's candidate to every worker now; returns its generation."""
+        run = self._run
+        if run is None:
+            raise ShmconfError(f"config {self.name!r}: no rollout is running")
+        generation = self.writer.promote()
+        self._data, self._digest = run.data, run.digest
+        self._run = None
+        self._rollout_ended(run, "promoted", reason)
+        log.info("config %r: generation %d promoted to every worker: %s", self.name,
+                 generation, reason)
+        return generation
+
+    def abort_rollout(self, reason: str = "aborted by a person") -> int:
+        """Roll the running rollout's candidate back; returns the generation published.
+
+        The stable content is published again as a new generation (readers
+        never go back to a lower one), for every worker; canaries return to
+        it, the others see the same content. The rollback is pinned like
+        :meth:`rollback`: sources that still hold the candidate publish
+        nothing until they change.
+        """
+        run = self._run
+        if run is None:
+            raise ShmconfError(f"config {self.name!r}: no rollout is running")
+        self._run = None
+        stable = self.history.get(run.stable)
+        sources = stable.sources if stable is not None else ()
+        generation = self._publish(
+            self._data, self.validate(self._data, environment=False), origin="rollout",
+            source_names=sources, force=True, rollout_note=f"rollback of {run.candidate}: {reason}",
+        )
+        sources_digest = ""
+        if self._sources:
+            with contextlib.suppress(ShmconfError, OSError):
+                sources_digest = content.digest(content.canonical(self.load().data))
+        self.history.set_pin(Pin(generation, sources_digest))
+        self._rollout_ended(run, "rolled back", reason, generation)
+        log.error("config %r: candidate generation %d rolled back (%s); every worker serves "
+                  "the stable version again as generation %d", self.name, run.candidate,
+                  reason, generation)
+        return generation
+
+    def _rollout_ended(
+        self, run: RolloutRun, outcome: str, reason: str, generation: int | None = None
+    ) -> None:
+        self.last_rollout = {
+            "outcome": outcome, "candidate": run.candidate, "stable": run.stable,
+            "generation": self.generation if generation is None else generation,
+            "reason": reason, "started_ns": run.started_ns, "ended_ns": time.time_ns(),
+            "canary_health": run.canary_health.to_json(),
+            "stable_health": run.stable_health.to_json(),
+        }
+        found = self.history.get(run.candidate)
+        if found is not None:
+            note = "promoted" if outcome == "promoted" else f"{outcome}: {reason}"
+            self._note_rollout(found, note)
 
     def reload(self) -> int | None:
         """Reload from the sources, keeping the last good config on failure.

@@ -113,16 +113,23 @@ class Reader(Generic[T]):
         "__weakref__",
         "_adopted_ns",
         "_adopter",
+        "_allow_back",
         "_anchor",
         "_bad_generation",
         "_callbacks",
+        "_canary",
+        "_canary_words",
         "_capacity",
+        "_checks",
         "_claim_after",
         "_data",
         "_entry",
         "_entry_lock",
         "_expect",
+        "_flushed",
+        "_full",
         "_gen",
+        "_health",
         "_lock",
         "_meta",
         "_model",
@@ -131,6 +138,7 @@ class Reader(Generic[T]):
         "_published_ns",
         "_register",
         "_retired_check_at",
+        "_rollout_seen",
         "_serial",
         "_snapshot",
         "_stride",
@@ -152,7 +160,21 @@ class Reader(Generic[T]):
     ) -> None:
         self.name = name
         self._anchor: SharedBlock | None = anchor
-        self._words: memoryview = anchor.words
+        #: The anchor's words. ``_words`` is what the fast path loads word 2
+        #: of: these, or (in a canary of a rollout) ``_canary_words``, the
+        #: same page seen from A_CANARY_GENERATION on.
+        self._full: memoryview = anchor.words
+        self._words: memoryview = self._full
+        self._canary_words: memoryview | None = None
+        self._canary = False
+        self._allow_back = False
+        self._rollout_seen = 0
+        #: Health under the generation held, in this rollout: requests,
+        #: failed requests, failed checks (see count_request()); and the
+        #: counts last written to the reader table.
+        self._health: list[int] = [0, 0, 0]
+        self._flushed: tuple[int, ...] = ()
+        self._checks: list[Callable[[Any], object]] = []
         self._model = model
         self._trusted_uids = trusted_uids
         # The data segments and the reader table are the anchor's writer's: the
@@ -259,6 +281,102 @@ class Reader(Generic[T]):
         self._callbacks.append((callback, parts))
         return callback
 
+    # -- health, for rollouts (docs/rollout.md) ----------------------------------
+
+    def count_request(self, failed: bool = False) -> None:
+        """Count one request served under the current snapshot (``failed``: 5xx, exception).
+
+        The integrations call this for every request (gunicorn's
+        ``pre_request``/``post_request`` hooks, the ASGI wrapper, the WSGI
+        middleware); during a rollout the publisher compares the canaries'
+        failure ratio with everyone else's. Costs two integer additions.
+        """
+        health = self._health
+        health[0] += 1
+        if failed:
+            health[1] += 1
+
+    def report_failure(self) -> None:
+        """Count a failure the integrations cannot see (a degraded answer, a failed job).
+
+        It counts against the generation this process holds, like a request
+        that failed: during a rollout, failures in canaries roll it back.
+        """
+        self._health[1] += 1
+
+    def add_health_check(self, check: Callable[[T], object]) -> Callable[[T], object]:
+        """Run ``check(snapshot)`` when this process adopts a rollout's candidate as a canary.
+
+        A check that raises or returns ``False`` (a database host that does
+        not answer, say) is a failed check: the publisher rolls the candidate
+        back at once. It runs on the adopting thread (the adoption thread in
+        the integrations) and should take at most a few seconds. A change
+        callback that raises counts the same way. Returns ``check``.
+        """
+        self._checks.append(check)
+        return check
+
+    @property
+    def canary(self) -> bool:
+        """Whether the publisher made this process a canary of the running rollout."""
+        return self._canary
+
+    def _check_role(self) -> None:
+        """Become a canary, or stop being one, as the reader table and anchor say.
+
+        The adoption thread asks at every wake: the publisher assigns
+        canaries in the table, then wakes every reader. A canary's fast path
+        loads the canary word instead of the stable one: the same single
+        load, from a view of the anchor that starts later.
+        """
+        rollout = int(self._full[L.A_ROLLOUT])
+        if not rollout and not self._canary and not self._rollout_seen:
+            return
+        canary = False
+        table_block, entry = self._table, self._entry
+        if rollout and table_block is not None and entry is not None:
+            with contextlib.suppress(OSError, ValueError):
+                assigned, pid = table.assignment(table_block, entry)
+                canary = assigned == rollout and pid == self._pid
+        if rollout != self._rollout_seen:
+            self._rollout_seen = rollout  # counts start again in each rollout
+            self._health = [0, 0, 0]
+        if canary == self._canary:
+            return
+        if canary:
+            if self._canary_words is None:
+                self._canary_words = self._full[L.CANARY_VIEW:]
+            self._words = self._canary_words
+        else:
+            # Back to the stable word: it may name a generation below the
+            # candidate this process held (the assignment was lost mid-rollout).
+            self._allow_back = True
+            self._words = self._full
+        self._canary = canary
+
+    def _flush_health(self) -> None:
+        """Write the health counts into the reader table if they changed (adoption thread)."""
+        if tuple(self._health) != self._flushed:
+            self._update_entry()
+
+    def _run_checks(self, snapshot: T) -> None:
+        """A canary's health checks on the candidate it adopted; a failure is written at once."""
+        for check in self._checks:
+            try:
+                ok = check(snapshot) is not False
+            except Exception:
+                log.exception("config %r: health check %r failed on candidate generation %d",
+                              self.name, check, self._gen)
+                ok = False
+            else:
+                if not ok:
+                    log.error("config %r: health check %r failed on candidate generation %d",
+                              self.name, check, self._gen)
+            if not ok:
+                self._health[2] += 1
+        if self._checks:
+            self._update_entry()
+
     def remove_callback(self, callback: ChangeCallback) -> None:
         """Stop calling ``callback``."""
         self._callbacks = [(cb, p) for cb, p in self._callbacks if cb is not callback]
@@ -319,8 +437,12 @@ class Reader(Generic[T]):
             old, new, callbacks = self._adopt_or_keep()
         finally:
             self._lock.release()
+        if new is old:
+            return new
         for callback, parts in callbacks:
             self._run_callback(callback, parts, old, new)
+        if self._canary and self._full[L.A_ROLLOUT]:
+            self._run_checks(new)
         return new
 
     def _may_adopt(self) -> bool:
@@ -380,11 +502,13 @@ class Reader(Generic[T]):
 
     def _adopt(self) -> None:
         """R1-R7 under the lock: read the newest complete generation into the cache."""
-        if self._words[L.A_FLAGS] & L.FLAG_RETIRED:
+        if self._full[L.A_FLAGS] & L.FLAG_RETIRED:
             self._follow_new_anchor()
         generation, meta, payload, published_ns = self._read_slot()
         snapshot = self._parse(payload, self._sections(meta, payload))
-        if generation < self._gen:
+        if generation < self._gen and self._allow_back:
+            self._allow_back = False  # a canary's candidate, given back: take the stable one
+        elif generation < self._gen:
             # Only a segment recreated from scratch counts down; keep the newer one.
             log.warning("config %r: generation went back from %d to %d; ignoring it",
                         self.name, self._gen, generation)
@@ -393,17 +517,18 @@ class Reader(Generic[T]):
         self._published_ns = published_ns
         self._snapshot = snapshot  # first the object, then the generation the
         self._gen = generation     # fast path compares: a thread never pairs them wrongly
+        self._health = [0, 0, 0]   # health is counted per generation held
         self._adopted_ns = time.time_ns()
         self._pending_since = 0.0
         self._update_entry()
 
     def _read_slot(self) -> tuple[int, bytes, bytes, int]:
-        words = self._words
         for attempt in range(_MAX_ATTEMPTS):
             if attempt:
                 _backoff(attempt)
-            generation = words[L.A_GENERATION]  # R1: pairs with W4
-            serial = words[L.A_DATA_SERIAL]  # R2: pairs with G3
+            # R1: pairs with W4 (the canary word in a canary: its own W4)
+            generation = self._words[L.A_GENERATION]
+            serial = self._full[L.A_DATA_SERIAL]  # R2: pairs with G3
             if serial != self._serial and not self._open_data(serial):
                 continue
             data = self._data
@@ -518,6 +643,7 @@ class Reader(Generic[T]):
             self._table, self._entry = table_block, None
         flags = L.ENTRY_IDLE_ADOPTION if self._adopter is not None else 0
         refused = max(self._bad_generation, 0)
+        health = tuple(self._health)
         if self._entry is None:
             now = time.monotonic()
             if now < self._claim_after:
@@ -526,8 +652,11 @@ class Reader(Generic[T]):
             if self._entry is None:
                 self._claim_after = now + _CLAIM_RETRY_S
                 return
+        requests, failures, checks = health
         table.update(table_block, self._entry, self._pid, self._gen, flags=flags,
-                     adopted_ns=self._adopted_ns, refused=refused)
+                     adopted_ns=self._adopted_ns, refused=refused,
+                     health=(requests, failures, checks, self._rollout_seen))
+        self._flushed = health
 
     def _relist_if_table_removed(self) -> None:
         """Write this process's entry into a new table if the old one lost its name.
@@ -581,11 +710,14 @@ class Reader(Generic[T]):
             # Gone, not ready, or not one to trust (another user's, a symlink
             # planted under the free name): keep the last snapshot, look again.
             raise _Retired from None
-        old = self._anchor
+        old, old_canary_words = self._anchor, self._canary_words
         self._drop_table()
         # The new words first: a thread in get() never loads from a closed mapping.
-        self._anchor, self._words = anchor, anchor.words
+        self._anchor, self._full, self._words = anchor, anchor.words, anchor.words
+        self._canary, self._canary_words, self._rollout_seen = False, None, 0
         self._writer_uid = frozenset({anchor.stat().st_uid})
+        if old_canary_words is not None:
+            old_canary_words.release()
         if old is not None:
             old.close()
         self._serial = 0
@@ -593,7 +725,7 @@ class Reader(Generic[T]):
 
     def _stale_or_recheck(self) -> T:
         """Serve the last good snapshot; now and then, retry an unlinked anchor."""
-        if self._words[L.A_FLAGS] & L.FLAG_RETIRED:
+        if self._full[L.A_FLAGS] & L.FLAG_RETIRED:
             now = time.monotonic()
             if now >= self._retired_check_at:
                 self._retired_check_at = now + _RETIRED_RECHECK_S
@@ -612,6 +744,9 @@ class Reader(Generic[T]):
             callback(None if old is _MISSING else old, None if new is _MISSING else new)
         except Exception:
             log.exception("config %r: change callback %r failed", self.name, callback)
+            self._health[2] += 1  # a failed check of this generation (docs/rollout.md)
+            if self._canary:
+                self._update_entry()
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -628,6 +763,8 @@ class Reader(Generic[T]):
             return
         self._claim_after = 0.0
         self._pending_since = 0.0
+        self._words, self._canary, self._rollout_seen = self._full, False, 0
+        self._health, self._flushed = [0, 0, 0], ()
         if adopter is not None:
             with contextlib.suppress(Exception):
                 self._start_adopter()
@@ -644,8 +781,11 @@ class Reader(Generic[T]):
             _current.set_reader(None)
         self.stop_idle_adoption()
         self._drop_table()
-        self._words = _CLOSED_WORDS
+        self._words = self._full = _CLOSED_WORDS
         self._gen = -1
+        canary_words, self._canary_words = self._canary_words, None
+        if canary_words is not None:
+            canary_words.release()
         for block in (self._data, self._anchor):
             if block is not None:
                 block.close()

@@ -47,6 +47,9 @@ log = logging.getLogger("shmconf.service")
 
 #: Seconds between heartbeats; ``status`` calls a publisher dead after a few missed.
 HEARTBEAT_S: Final = 1.0
+#: While a rollout runs, how often it is judged (the canaries' health counts
+#: arrive every ``adoption.ROLLOUT_FLUSH_S``).
+ROLLOUT_TICK_S: Final = 0.1
 
 
 class Service:
@@ -69,6 +72,8 @@ class Service:
         self.last_request: dict[str, Any] | None = None
         #: The health last written to ``status.json``.
         self._written_health: list[dict[str, Any]] | None = None
+        self._heartbeat_due = 0.0
+        self._status_due = 0.0
 
     @property
     def running(self) -> bool:
@@ -101,9 +106,15 @@ class Service:
         try:
             request = orjson.loads(raw)
             outcome["id"] = request.get("id")
-            if request.get("action") != "rollback":
-                raise ShmconfError(f"unknown request {request.get('action')!r}")
-            outcome["generation"] = self.publisher.rollback(request.get("to"))
+            action = request.get("action")
+            if action == "rollback":
+                outcome["generation"] = self.publisher.rollback(request.get("to"))
+            elif action == "rollout" and request.get("decision") == "promote":
+                outcome["generation"] = self.publisher.promote()
+            elif action == "rollout" and request.get("decision") == "abort":
+                outcome["generation"] = self.publisher.abort_rollout()
+            else:
+                raise ShmconfError(f"unknown request {action!r}")
             outcome["ok"] = True
         except (ShmconfError, OSError, ValueError, AttributeError) as exc:
             outcome["error"] = str(exc)
@@ -128,6 +139,10 @@ class Service:
             "last_publish_ns": stats.last_publish_ns,
             "last_request": self.last_request,
             "source_health": self.health(),
+            "rollout": None if publisher.rollout is None else publisher.rollout.to_json(),
+            "last_rollout": publisher.last_rollout,
+            "rollout_policy": (None if publisher.rollout_policy is None
+                               else publisher.rollout_policy.to_json()),
             "updated_ns": time.time_ns(),
         }
 
@@ -184,7 +199,21 @@ class Service:
             publisher.serve_last_good(exc)
 
     def _tick(self) -> None:
-        """The heartbeat, and ``status.json`` again if a source's health changed."""
+        """The running rollout judged; the heartbeat, and ``status.json`` when news came."""
+        now = time.monotonic()
+        if self.publisher.rollout is not None:
+            try:
+                action = self.publisher.rollout_tick()
+            except (ShmconfError, OSError) as exc:
+                action = None
+                log.error("config %r: rollout: %s", self.publisher.name, exc)
+            # Decisions at once; the counts and the time left once a second.
+            if action not in (None, "wait") or now >= self._status_due:
+                self._status_due = now + HEARTBEAT_S
+                self.write_status()
+        if now < self._heartbeat_due:
+            return
+        self._heartbeat_due = now + HEARTBEAT_S
         self.publisher.writer.heartbeat()
         # Compared whole: a new error, failure count or retry time is news too,
         # while a steady state costs one comparison and no write.
@@ -194,8 +223,9 @@ class Service:
     def _loop(self) -> None:
         """Dispatch queued events until "stop"; heartbeat whenever idle."""
         while True:
+            timeout = HEARTBEAT_S if self.publisher.rollout is None else ROLLOUT_TICK_S
             try:
-                event = self._events.get(timeout=HEARTBEAT_S)
+                event = self._events.get(timeout=timeout)
             except queue.Empty:
                 self._tick()
                 continue

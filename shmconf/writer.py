@@ -23,6 +23,7 @@ from typing import Final
 
 from shmconf.errors import AnchorNotReady, SegmentError
 from shmconf.protocol import layout as L
+from shmconf.protocol import table
 from shmconf.protocol.anchor import create_anchor, open_anchor
 from shmconf.protocol.block import (
     SharedBlock,
@@ -46,7 +47,8 @@ _MAX_UNRECORDED: Final = 1 << 32
 #: Names of the owned anchor words, for the tamper warning.
 _WORD_NAMES: Final = {L.A_GENERATION: "generation", L.A_DATA_SERIAL: "data_serial",
                       L.A_SLOT_CAPACITY: "slot_capacity", L.A_PUBLISHER_PID: "publisher_pid",
-                      L.A_FLAGS: "flags"}
+                      L.A_FLAGS: "flags", L.A_CANARY_GENERATION: "canary_generation",
+                      L.A_ROLLOUT: "rollout"}
 #: Published slots up to this capacity are read back at every heartbeat;
 #: larger ones every _SLOT_VERIFY_EVERY_S (a 64 MiB read and checksum is 30 ms).
 _SLOT_VERIFY_ALWAYS: Final = 1 << 20
@@ -73,6 +75,8 @@ class Writer:
     #: ``(meta, payload, published_ns)`` of the published generation, to put
     #: it back if its slot is damaged (see _check_data()).
     _published: tuple[bytes, bytes, int] | None = None
+    #: The same for the candidate of the running rollout.
+    _candidate: tuple[bytes, bytes, int] | None = None
     #: Why the reader table could not be made again at the last heartbeat.
     _table_problem = ""
     #: Until when a large published slot counts as read back (see _check_data()).
@@ -142,12 +146,46 @@ class Writer:
                         "(%d): damaged or tampered with; continuing from %d", self.name,
                         generation, self._floor, self._floor)
             words[L.A_GENERATION] = generation = self._floor
+            words[L.A_CANARY_GENERATION] = generation
+            words[L.A_ROLLOUT] = 0
         #: The words this writer owns, as it last wrote them (see check_words()).
         self._owned: dict[int, int] = {
             L.A_GENERATION: generation, L.A_DATA_SERIAL: int(words[L.A_DATA_SERIAL]),
             L.A_SLOT_CAPACITY: int(words[L.A_SLOT_CAPACITY]),
             L.A_PUBLISHER_PID: os.getpid(), L.A_FLAGS: 0,
+            L.A_CANARY_GENERATION: int(words[L.A_CANARY_GENERATION]),
+            L.A_ROLLOUT: int(words[L.A_ROLLOUT]),
         }
+        #: Set when this writer found a rollout its predecessor left unresolved.
+        self.resolved_rollout: int | None = None
+        if words[L.A_ROLLOUT] or words[L.A_CANARY_GENERATION] != generation:
+            self._resolve_rollout()
+
+    def _resolve_rollout(self) -> None:
+        """A publisher died mid-rollout: roll its candidate back (docs/rollout.md).
+
+        Every worker holds a complete version (the stable one, or the
+        candidate on canaries); the candidate was never judged, so the stable
+        content is published again as a new generation, which every worker
+        adopts. The publisher then publishes its sources as usual: a change
+        there goes through a rollout of its own, from the start.
+        """
+        candidate = int(self.anchor.words[L.A_CANARY_GENERATION])
+        self.resolved_rollout = candidate
+        log.warning("config %r: the last publisher stopped during a rollout of generation %d; "
+                    "rolling it back", self.name, candidate)
+        if self._published is not None:
+            meta, payload, published_ns = self._published
+            self._write(meta, payload, published_ns)
+        else:  # the stable slot is unreadable too: nothing to go back to but the words
+            self._set(L.A_CANARY_GENERATION, int(self.anchor.words[L.A_GENERATION]))
+            self._set(L.A_ROLLOUT, 0)
+            announce(self.anchor.words, self._wake)
+
+    def _set(self, index: int, value: int) -> None:
+        """Write an anchor word this writer owns (and remember it for check_words())."""
+        self.anchor.words[index] = value
+        self._owned[index] = value
 
     def check_words(self, *, verify_slot: bool = False) -> None:
         """Restore the anchor words this writer owns if something else changed them.
@@ -351,9 +389,19 @@ class Writer:
         self.check_words()
         return self._write(meta, payload, published_ns)
 
-    def _write(self, meta: bytes, payload: bytes, published_ns: int | None) -> int:
+    def _write(
+        self, meta: bytes, payload: bytes, published_ns: int | None, *, rollout: int = 0
+    ) -> int:
+        """W1-W4 of a new generation; a candidate of ``rollout`` when it is not 0.
+
+        Every write goes into the slot that does not hold the stable
+        generation (the one ``A_GENERATION`` names), which workers outside a
+        rollout read: a new generation is the next number whose slot
+        (``generation % 2``) is the other one, so a candidate that replaces a
+        candidate skips a number.
+        """
         words = self.anchor.words
-        generation = max(words[L.A_GENERATION], self._floor) + 1
+        generation = self.next_generation()
         if generation >= _GENERATION_LIMIT:
             raise SegmentError(
                 self.anchor.shm_name,
@@ -375,12 +423,86 @@ class Writer:
             payload=payload,
             published_ns=published_ns,
         )
-        words[L.A_GENERATION] = generation  # W4: the commit point; pairs with the reader's R1
-        self._owned[L.A_GENERATION] = generation
-        self._published = (meta, payload, published_ns)
+        if rollout:
+            # Canaries follow the canary word; everyone else keeps the stable one.
+            self._set(L.A_ROLLOUT, rollout)
+            self._set(L.A_CANARY_GENERATION, generation)  # W4 for the canaries
+            self._candidate = (meta, payload, published_ns)
+        else:
+            self._set(L.A_CANARY_GENERATION, generation)
+            self._set(L.A_GENERATION, generation)  # W4: the commit point; pairs with R1
+            self._set(L.A_ROLLOUT, 0)
+            self._published, self._candidate = (meta, payload, published_ns), None
         words[L.A_HEARTBEAT_NS] = published_ns
         announce(words, self._wake)  # idle readers wake and adopt it
         return generation
+
+    def next_generation(self) -> int:
+        """The generation the next publish (or candidate) will get."""
+        words = self.anchor.words
+        stable = int(words[L.A_GENERATION])
+        generation = max(stable, int(words[L.A_CANARY_GENERATION]), self._floor) + 1
+        if stable and generation % 2 == stable % 2:
+            generation += 1
+        return generation
+
+    def publish_candidate(
+        self, payload: bytes, meta: bytes, published_ns: int | None, rollout: int
+    ) -> int:
+        """Publish ``payload`` to the canaries of ``rollout`` only; returns its generation.
+
+        The readers the publisher assigned to ``rollout`` in the reader table
+        (:meth:`assign_canary`, before this call) adopt it; every other
+        reader keeps the stable generation. A candidate already out is
+        replaced. :meth:`promote` or a plain :meth:`publish` ends the rollout.
+        """
+        if not rollout:
+            raise ValueError("a candidate needs a rollout id")
+        self.check_words()
+        # W1-W3 into the slot the stable generation is not in, W4 into the canary word.
+        return self._write(meta, payload, published_ns, rollout=rollout)
+
+    def promote(self) -> int:
+        """Make the candidate the stable generation, for every reader; returns it."""
+        self.check_words()
+        words = self.anchor.words
+        candidate = int(words[L.A_CANARY_GENERATION])
+        if not words[L.A_ROLLOUT]:
+            return int(words[L.A_GENERATION])
+        self._set(L.A_GENERATION, candidate)  # W4 for everyone: the slot was written
+        self._set(L.A_ROLLOUT, 0)
+        if self._candidate is not None:
+            self._published, self._candidate = self._candidate, None
+        words[L.A_HEARTBEAT_NS] = time.time_ns()
+        announce(words, self._wake)
+        return candidate
+
+    def assign_canary(self, entry: int, pid: int, rollout: int) -> None:
+        """Make the reader of table entry ``entry`` (``pid``) a canary of ``rollout``.
+
+        It takes effect when that reader next looks (its adoption thread,
+        woken by :meth:`wake_readers` or the next candidate).
+        """
+        if self._table is not None:
+            table.assign(self._table, entry, rollout, pid)
+
+    def wake_readers(self) -> None:
+        """Wake every reader's adoption thread (new canaries, a flush of health counts)."""
+        announce(self.anchor.words, self._wake)
+
+    def readers(self) -> list[table.ReaderEntry]:
+        """The reader table's entries, as ``status`` lists them."""
+        return [] if self._table is None else table.entries(self._table)
+
+    @property
+    def rollout(self) -> int:
+        """The running rollout's id, 0 when none runs."""
+        return int(self.anchor.words[L.A_ROLLOUT])
+
+    @property
+    def candidate_generation(self) -> int:
+        """The generation canaries hold (the stable one when no rollout runs)."""
+        return int(self.anchor.words[L.A_CANARY_GENERATION])
 
     def _grow(self, needed: int) -> None:
         words = self.anchor.words
@@ -393,9 +515,8 @@ class Writer:
         src = L.slot_offset(published, self._stride)
         used = L.SLOT_HEADER_SIZE + self._used_bytes(old, src)
         new.pwrite(L.slot_offset(published, stride), old.pread(src, used))  # G2
-        words[L.A_SLOT_CAPACITY] = capacity
-        words[L.A_DATA_SERIAL] = serial  # G3: pairs with the reader's R2
-        self._owned[L.A_SLOT_CAPACITY], self._owned[L.A_DATA_SERIAL] = capacity, serial
+        self._set(L.A_SLOT_CAPACITY, capacity)
+        self._set(L.A_DATA_SERIAL, serial)  # G3: pairs with the reader's R2
         self._data, self._capacity, self._stride = new, capacity, stride
         old.close()
         old.unlink()  # readers that mapped it keep their mapping until they move on
@@ -484,7 +605,10 @@ def _retire(anchor: SharedBlock, wake: WakeWord | None) -> None:
     """
     words = anchor.words
     words[L.A_FLAGS] = words[L.A_FLAGS] | L.FLAG_RETIRED
-    words[L.A_GENERATION] = words[L.A_GENERATION] + 1
+    retired = max(words[L.A_GENERATION], words[L.A_CANARY_GENERATION]) + 1
+    words[L.A_CANARY_GENERATION] = retired  # canaries look here
+    words[L.A_GENERATION] = retired
+    words[L.A_ROLLOUT] = 0
     announce(words, wake)
 
 

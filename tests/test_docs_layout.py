@@ -64,6 +64,7 @@ def test_anchor_header_table_matches_the_layout() -> None:
         "publisher_pid": (L.A_PUBLISHER_PID * 8, 8), "heartbeat_ns": (L.A_HEARTBEAT_NS * 8, 8),
         "started_ns": (L.A_STARTED_NS * 8, 8), "wake": (L.A_WAKE * 8, 8),
         "flags": (L.A_FLAGS * 8, 8),
+        "canary_generation": (L.A_CANARY_GENERATION * 8, 8), "rollout": (L.A_ROLLOUT * 8, 8),
     }
     assert {k: v for k, v in doc.items() if k != "reserved"} == expected
     reserved_at, reserved_size = doc["reserved"]

@@ -23,6 +23,7 @@ import pytest
 
 import shmconf
 from shmconf import status
+from shmconf.protocol import layout as L
 from shmconf.protocol.block import SHM_DIR
 from tests.helpers import python, wait_until
 
@@ -161,7 +162,7 @@ def test_names_another_user_planted_stop_neither_a_restart_nor_growth(name: str)
     runtime = Path(tempfile.mkdtemp(prefix="shmconf-nobody-", dir="/tmp"))
     os.chown(runtime, NOBODY, NOBODY)
     publisher = Member(name)
-    planted = [os.path.join(SHM_DIR, f"shmconf-3.{name}{suffix}") for suffix in ("@stale", "@2")]
+    planted = [os.path.join(SHM_DIR, f"{L.SHM_PREFIX}{name}{suffix}") for suffix in ("@stale", "@2")]
     try:
         assert publisher.ask(f"publisher {runtime}")["generation"] == 1
         for path in planted:
@@ -215,9 +216,9 @@ def test_a_planted_reader_table_is_refused_with_advice_that_works(name: str) -> 
         process.close()
     with pytest.raises(shmconf.SegmentError, match="another user may have planted it") as info:
         shmconf.Publisher(name)
-    assert f"Remove /dev/shm/shmconf-3.{name}@readers" in str(info.value)
+    assert f"Remove /dev/shm/{L.SHM_PREFIX}{name}@readers" in str(info.value)
     # The advice, followed literally (we are root).
-    os.unlink(f"/dev/shm/shmconf-3.{name}@readers")
+    os.unlink(f"/dev/shm/{L.SHM_PREFIX}{name}@readers")
     with shmconf.Publisher(name) as publisher:
         publisher.publish({"v": 1})
         publisher.unlink()

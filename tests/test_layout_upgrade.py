@@ -28,6 +28,7 @@ from tests.helpers import REPO, python, wait_until
 LAYOUT_COMMITS = {
     1: "7516d37c03c72b6d51c2639ad024fd4db45b1df2",
     2: "cf44ca8f8bc3876c0edc6296ee2280b9aa940018",
+    3: "346645487b44ddb7ff5b1a1b37f0b20c1e742376",
 }
 
 OLD_PUBLISHER = """
@@ -74,7 +75,9 @@ def old_layout(request: pytest.FixtureRequest,
 def old_names(name: str, old_layout: tuple[int, Path]) -> Iterator[list[str]]:
     """Where the old layout keeps ``name``; whatever is left there is removed afterwards."""
     prefix = "shmconf." if old_layout[0] == 1 else f"shmconf-{old_layout[0]}."
-    yield [f"{prefix}{name}", f"{prefix}{name}@1"]
+    # From layout 3 on, the reader table is an object of its own.
+    tables = [f"{prefix}{name}@readers"] if old_layout[0] >= 3 else []
+    yield sorted([f"{prefix}{name}", f"{prefix}{name}@1", *tables])
     for shm_name in other_layout_names(name):
         os.unlink(os.path.join(SHM_DIR, shm_name))
 

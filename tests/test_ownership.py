@@ -12,6 +12,7 @@ import pytest
 import shmconf
 from shmconf import status
 from shmconf.integrations.gunicorn import ShmconfHooks
+from shmconf.protocol import layout as L
 from shmconf.protocol.block import SHM_DIR, list_shm_names
 from tests.helpers import REPO, python, wait_until
 
@@ -82,7 +83,7 @@ def test_a_symlink_planted_under_a_removed_name_leaves_readers_serving(name: str
     publisher = shmconf.Publisher(name)
     publisher.publish({"a": 1})
     reader = shmconf.attach(name)
-    planted = os.path.join(SHM_DIR, f"shmconf-3.{name}")
+    planted = os.path.join(SHM_DIR, f"{L.SHM_PREFIX}{name}")
     try:
         publisher.unlink()
         publisher.close()

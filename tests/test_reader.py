@@ -158,7 +158,7 @@ def test_reader_table_liveness_is_the_entry_lock_not_the_pid(name: str, publishe
     # now (pid 1: reused, as pids are): nobody holds its lock, so it is dead,
     # and free for the next reader to claim.
     block = publisher.writer._table
-    block.pwrite(0, L.TABLE_ENTRY.pack(1, 0, 7, 0, 0))
+    block.pwrite(0, L.TABLE_ENTRY.pack(1, 0, 7, 0, 0, 0, 0, 0, 0))
     readers, _, _ = read_readers(name)
     assert [(r.pid, r.generation, r.alive) for r in readers] == [(1, 7, False)]
     reader = shmconf.attach(name, timeout=1)

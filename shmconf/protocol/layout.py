@@ -64,10 +64,14 @@ DATA_MAGIC: Final = b"SHMCDATA"
 # or a digit, and the prefixes differ before the first '.'.
 
 # Version 3 moved the reader table out of the anchor into its own object,
-# added the wake word, and stopped mapping data segments.
+# added the wake word, and stopped mapping data segments. Version 4 added the
+# rollout: the canary word and the rollout id in the anchor, health counts in
+# the reader's part of a table entry and the canary assignment in the
+# publisher's part; a slot is still ``generation % 2``, but generations may
+# skip a number so that a candidate never lands in the stable one's slot.
 
 #: The version of the layout below; see the policy above.
-LAYOUT_VERSION: Final = 3
+LAYOUT_VERSION: Final = 4
 #: Prefix of every shared-memory name of this layout (``/dev/shm/shmconf-2.*``).
 SHM_PREFIX: Final = f"shmconf-{LAYOUT_VERSION}."
 #: Matches the shared-memory names of every layout, this one included; group
@@ -97,6 +101,16 @@ A_STARTED_NS: Final = 56 // 8
 #: readers) modulo 2**32; readers sleep on it with ``futex`` (``wake.py``).
 A_WAKE: Final = 64 // 8
 A_FLAGS: Final = 72 // 8
+#: The generation canary workers hold: a candidate during a rollout, else the
+#: same as A_GENERATION. A canary's fast path loads this word instead (its
+#: view of the anchor starts CANARY_VIEW words later, so the load is the same
+#: ``words[2]``).
+A_CANARY_GENERATION: Final = 80 // 8
+#: The running rollout's id (0: none); canaries are the table entries whose
+#: publisher part names this id and their own pid.
+A_ROLLOUT: Final = 88 // 8
+#: Offset, in words, of a canary's view of the anchor (see A_CANARY_GENERATION).
+CANARY_VIEW: Final = A_CANARY_GENERATION - A_GENERATION
 #: Byte offset of the wake word's 32-bit futex (the low half of A_WAKE).
 WAKE_OFFSET: Final = A_WAKE * 8
 #: magic, version, header_size.
@@ -112,8 +126,13 @@ FLAG_RETIRED: Final = 1
 TABLE_ENTRY_SIZE: Final = 64
 #: The part of an entry its reader writes; the rest is the publisher's.
 TABLE_READER_PART: Final = 48
-#: pid (0: free), flags, generation held, adopted_ns, refused generation.
-TABLE_ENTRY: Final = struct.Struct("<IIQQQ16x")
+#: pid (0: free), flags, generation held, adopted_ns, refused generation, then
+#: the health counts under the generation held (requests, failed requests,
+#: failed checks) and the low 32 bits of the rollout id they were counted in.
+TABLE_ENTRY: Final = struct.Struct("<IIQQQIIII")
+#: The publisher's part (bytes 48-63): the rollout id and the pid it made a
+#: canary of; anything else there means "not a canary".
+TABLE_ASSIGNMENT: Final = struct.Struct("<QI4x")
 #: Entry flags: the reader adopts new generations while idle (a thread
 #: sleeps on the wake word), so being behind is only ever momentary.
 ENTRY_IDLE_ADOPTION: Final = 1

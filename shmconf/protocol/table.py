@@ -35,6 +35,7 @@ SUPPORTED: Final = hasattr(fcntl, "F_OFD_SETLK")
 #: ``struct flock`` on 64-bit Linux: type, whence, start, len, pid.
 _FLOCK: Final = struct.Struct("hhqqi4x")
 _ZERO_ENTRY: Final = bytes(L.TABLE_ENTRY_SIZE)
+_U32: Final = 0xFFFFFFFF
 #: Entries a claim tries near its start, at random, and past the end. Each try
 #: is a lock request whose cost grows with the locks the table holds, so a
 #: group member holding thousands of them must not make a claim try them all.
@@ -55,10 +56,28 @@ class ReaderEntry(NamedTuple):
     refused: int
     #: Its reader holds the entry's lock: the process is alive.
     alive: bool
+    #: Health under ``generation``, counted in rollout ``counted_in`` (low 32 bits).
+    requests: int = 0
+    failures: int = 0
+    checks_failed: int = 0
+    counted_in: int = 0
+    #: The publisher's part: the rollout id and pid it made a canary of.
+    canary_of: int = 0
+    canary_pid: int = 0
 
     @property
     def idle_adoption(self) -> bool:
         return bool(self.flags & L.ENTRY_IDLE_ADOPTION)
+
+    def canary_in(self, rollout: int) -> bool:
+        """Whether the publisher made this entry's reader a canary of ``rollout``."""
+        return bool(rollout) and self.canary_of == rollout and self.canary_pid == self.pid
+
+    def counts_in(self, rollout: int) -> tuple[int, int, int]:
+        """``(requests, failures, checks_failed)`` if counted in ``rollout``, else zeros."""
+        if self.counted_in != rollout & 0xFFFFFFFF:
+            return 0, 0, 0
+        return self.requests, self.failures, self.checks_failed
 
 
 def create_table(name: str, *, mode: int = 0o600, gid: int | None = None) -> SharedBlock:
@@ -144,10 +163,33 @@ def update(
     flags: int = 0,
     adopted_ns: int = 0,
     refused: int = 0,
+    health: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> None:
-    """Write the reader's part of its own entry ``index`` (one ``pwrite``)."""
+    """Write the reader's part of its own entry ``index`` (one ``pwrite``).
+
+    ``health`` is ``(requests, failures, checks_failed, rollout id)``, each
+    kept to 32 bits (a count saturates).
+    """
+    requests, failures, checks, rollout = health
     table.pwrite(index * L.TABLE_ENTRY_SIZE,
-                 L.TABLE_ENTRY.pack(pid, flags, generation, adopted_ns, refused))
+                 L.TABLE_ENTRY.pack(pid, flags, generation, adopted_ns, refused,
+                                    min(requests, _U32), min(failures, _U32),
+                                    min(checks, _U32), rollout & _U32))
+
+
+def assignment(table: SharedBlock, index: int) -> tuple[int, int]:
+    """``(rollout id, pid)`` the publisher wrote into entry ``index`` (a reader asks)."""
+    raw = table.pread(index * L.TABLE_ENTRY_SIZE + L.TABLE_READER_PART, L.TABLE_ASSIGNMENT.size)
+    if len(raw) < L.TABLE_ASSIGNMENT.size:
+        return 0, 0
+    rollout, pid = L.TABLE_ASSIGNMENT.unpack(raw)
+    return int(rollout), int(pid)
+
+
+def assign(table: SharedBlock, index: int, rollout: int, pid: int) -> None:
+    """Make entry ``index``'s reader (``pid``) a canary of ``rollout`` (the publisher)."""
+    table.pwrite(index * L.TABLE_ENTRY_SIZE + L.TABLE_READER_PART,
+                 L.TABLE_ASSIGNMENT.pack(rollout, pid))
 
 
 def release(table: SharedBlock, index: int) -> None:
@@ -162,11 +204,14 @@ def entries(table: SharedBlock) -> list[ReaderEntry]:
     raw += bytes(-len(raw) % L.TABLE_ENTRY_SIZE)  # a table cut short mid-entry
     found = []
     for index in range(len(raw) // L.TABLE_ENTRY_SIZE):
-        pid, flags, generation, adopted_ns, refused = L.TABLE_ENTRY.unpack_from(
-            raw, index * L.TABLE_ENTRY_SIZE)
+        at = index * L.TABLE_ENTRY_SIZE
+        (pid, flags, generation, adopted_ns, refused, requests, failures, checks,
+         counted_in) = L.TABLE_ENTRY.unpack_from(raw, at)
         if pid:
+            canary_of, canary_pid = L.TABLE_ASSIGNMENT.unpack_from(raw, at + L.TABLE_READER_PART)
             found.append(ReaderEntry(index, pid, generation, flags, adopted_ns, refused,
-                                     SUPPORTED and _held(table, index)))
+                                     SUPPORTED and _held(table, index), requests, failures,
+                                     checks, counted_in, canary_of, canary_pid))
     return found
 
 

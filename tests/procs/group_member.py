@@ -118,7 +118,7 @@ def answer(line: str) -> dict[str, Any]:
     if command == "fake-entries":  # entries no reader could have written
         fd = os.open(path(L.table_shm_name(name)), os.O_WRONLY)
         for index in range(int(args[0])):
-            os.pwrite(fd, L.TABLE_ENTRY.pack(0xFFFFFFF0 - index, 1, 1 << 60, 0, 0),
+            os.pwrite(fd, L.TABLE_ENTRY.pack(0xFFFFFFF0 - index, 1, 1 << 60, 0, 0, 0, 0, 0, 0),
                       (100 + index) * L.TABLE_ENTRY_SIZE)
         os.close(fd)
         return {"done": True}

@@ -1,0 +1,261 @@
+"""Rollouts: a change goes to a few canary workers first, then to all, or back.
+
+A :class:`Rollout` is the policy (how many canaries, how long to bake, the
+growth steps, the health thresholds); a :class:`RolloutRun` is one rollout of
+one candidate, driven by the publisher's service loop (``Publisher.rollout_tick``)
+until it decides. The mechanics live elsewhere: the writer publishes a
+candidate that only canaries read and promotes it (``writer.py``), readers
+count their requests and failures and find out that they are canaries
+(``reader.py``, ``adoption.py``), and the reader table carries both
+(``protocol/table.py``). docs/rollout.md tells the whole story.
+
+The decision, on every tick of a running rollout:
+
+1. a canary refused the candidate (its model rejected it), or a health check
+   or change callback failed in one: roll back at once;
+2. the canaries served at least ``min_requests`` requests (1 when it is 0) and
+   their failure ratio exceeds the other workers' by more than
+   ``max_failure_increase``: roll back;
+3. the step has baked for ``bake_s`` and the canaries served at least
+   ``min_requests``: go to the next step (more canaries), or promote after
+   the last; with fewer requests the step keeps baking (``status`` says so),
+   until they come or a person decides (``shmconf rollout NAME promote``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from shmconf.protocol.table import ReaderEntry
+
+_PERCENT_RE: Final = re.compile(r"(\d+(?:\.\d+)?)%")
+
+
+def _check_size(value: int | str, what: str) -> int | str:
+    """A number of workers (>= 1) or a share ``"P%"`` (0 < P <= 100)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a number of workers or a share like '10%', got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"{what} must be at least 1 worker, got {value}")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return _check_size(int(text), what)
+        found = _PERCENT_RE.fullmatch(text)
+        if found and 0 < float(found.group(1)) <= 100:
+            return text
+    raise ValueError(f"{what} must be a number of workers or a share like '10%', got {value!r}")
+
+
+def workers_for(size: int | str, eligible: int) -> int:
+    """How many of ``eligible`` workers ``size`` (a count or ``"P%"``) means: at least 1."""
+    if isinstance(size, int):
+        return min(size, eligible)
+    share = float(size.rstrip("%")) / 100
+    return min(eligible, max(1, math.ceil(share * eligible)))
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How a new version reaches the workers: canaries, bake, steps, health thresholds.
+
+    Args:
+        canary: workers that get a new version first: a number, or a share
+            of the workers like ``"10%"`` (at least one).
+        bake_s: seconds each step runs before it is judged.
+        steps: further steps after the canaries, each a number or a share
+            (``("25%",)``: the canaries, then a quarter, then all).
+        min_requests: requests the canaries must serve before a step is
+            judged healthy (0: time alone decides).
+        max_failure_increase: roll back when the canaries' failure ratio
+            exceeds the other workers' by more than this (0.05: five
+            percentage points).
+    """
+
+    canary: int | str = 1
+    bake_s: float = 60.0
+    steps: tuple[int | str, ...] = ()
+    min_requests: int = 10
+    max_failure_increase: float = 0.05
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "canary", _check_size(self.canary, "canary"))
+        object.__setattr__(self, "steps", tuple(_check_size(s, "a rollout step")
+                                                for s in self.steps))
+        if not (isinstance(self.bake_s, (int, float)) and self.bake_s >= 0):
+            raise ValueError(f"bake_s must be >= 0 seconds, got {self.bake_s!r}")
+        if not (isinstance(self.min_requests, int) and self.min_requests >= 0):
+            raise ValueError(f"min_requests must be >= 0, got {self.min_requests!r}")
+        if not (isinstance(self.max_failure_increase, (int, float))
+                and 0 <= self.max_failure_increase <= 1):
+            raise ValueError("max_failure_increase must be between 0 and 1, got "
+                             f"{self.max_failure_increase!r}")
+
+    @classmethod
+    def of(cls, value: Rollout | Mapping[str, Any] | None) -> Rollout | None:
+        """A policy from a :class:`Rollout`, its keywords as a mapping (JSON), or ``None``."""
+        if value is None or isinstance(value, Rollout):
+            return value
+        if isinstance(value, Mapping):
+            options = dict(value)
+            if "steps" in options:
+                options["steps"] = tuple(options["steps"])
+            try:
+                return cls(**options)
+            except TypeError as exc:
+                raise ValueError(f"rollout: {exc}") from None
+        raise TypeError(f"rollout must be a shmconf.Rollout or a mapping, got {value!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The policy as plain values (for a publisher process, and ``status``)."""
+        return {"canary": self.canary, "bake_s": self.bake_s, "steps": list(self.steps),
+                "min_requests": self.min_requests,
+                "max_failure_increase": self.max_failure_increase}
+
+    @property
+    def sizes(self) -> tuple[int | str, ...]:
+        """Every step's size, the canaries first; all workers come after the last."""
+        return (self.canary, *self.steps)
+
+
+@dataclass
+class Health:
+    """Requests and failures summed over a group of workers."""
+
+    workers: int = 0
+    requests: int = 0
+    failures: int = 0
+    checks_failed: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+    def add(self, entry: ReaderEntry, rollout: int) -> None:
+        requests, failures, checks = entry.counts_in(rollout)
+        self.workers += 1
+        self.requests += requests
+        self.failures += failures
+        self.checks_failed += checks
+
+    def to_json(self) -> dict[str, Any]:
+        return {"workers": self.workers, "requests": self.requests, "failures": self.failures,
+                "checks_failed": self.checks_failed, "failure_ratio": round(self.ratio, 4)}
+
+
+@dataclass
+class Verdict:
+    """What a tick decided: ``wait``, ``grow`` (assign ``assign``), ``step``, ``promote``
+    or ``rollback``."""
+
+    action: str
+    reason: str = ""
+    assign: list[ReaderEntry] = field(default_factory=list)
+
+
+@dataclass
+class RolloutRun:
+    """One rollout of one candidate; the publisher keeps it and calls :meth:`judge`."""
+
+    policy: Rollout
+    id: int
+    candidate: int
+    stable: int
+    digest: str
+    data: dict[str, Any]
+    started_ns: int = field(default_factory=time.time_ns)
+    step: int = 0
+    step_started: float = field(default_factory=time.monotonic)
+    canaries: dict[int, int] = field(default_factory=dict)  # table entry -> pid
+    canary_health: Health = field(default_factory=Health)
+    stable_health: Health = field(default_factory=Health)
+    waiting: str = ""
+
+    def judge(self, entries: Sequence[ReaderEntry], now: float | None = None) -> Verdict:
+        """Decide from the reader table's ``entries`` what happens now."""
+        now = time.monotonic() if now is None else now
+        live = [e for e in entries if e.alive]
+        canaries = [e for e in live if e.canary_in(self.id)]
+        self.canaries = {e.slot: e.pid for e in canaries}
+        canary, stable = Health(), Health()
+        for entry in canaries:
+            if entry.refused == self.candidate:
+                return Verdict("rollback", f"worker {entry.pid} refused it (its model rejects "
+                                           "the candidate)")
+            if entry.generation == self.candidate:
+                canary.add(entry, self.id)
+        for entry in live:
+            if not entry.canary_in(self.id) and entry.generation == self.stable:
+                stable.add(entry, self.id)
+        self.canary_health, self.stable_health = canary, stable
+        return self._judge_health(canaries) or self._progress(live, canaries, now)
+
+    def _judge_health(self, canaries: list[ReaderEntry]) -> Verdict | None:
+        """A rollback verdict when the canaries are unhealthy, else None."""
+        canary, stable = self.canary_health, self.stable_health
+        if canary.checks_failed:
+            failing = [e.pid for e in canaries if e.counts_in(self.id)[2]]
+            return Verdict("rollback", "a health check or change callback failed in worker "
+                           + ", ".join(map(str, failing)))
+        judged = canary.requests >= max(self.policy.min_requests, 1)
+        if judged and canary.ratio - stable.ratio > self.policy.max_failure_increase:
+            return Verdict("rollback", f"the canaries failed {canary.failures} of "
+                           f"{canary.requests} requests ({canary.ratio:.1%}), the other workers "
+                           f"{stable.failures} of {stable.requests} ({stable.ratio:.1%})")
+        return None
+
+    def _progress(
+        self, live: list[ReaderEntry], canaries: list[ReaderEntry], now: float
+    ) -> Verdict:
+        """Healthy so far: more canaries, more baking, the next step, or promote."""
+        canary = self.canary_health
+        eligible = [e for e in live if e.idle_adoption]
+        wanted = workers_for(self.policy.sizes[self.step], len(eligible))
+        if len(canaries) < wanted:
+            # Each step's canaries (and a canary that exited) are made up
+            # from the workers that still hold the stable version.
+            others = [e for e in eligible if not e.canary_in(self.id)]
+            random.shuffle(others)
+            others.sort(key=lambda e: e.generation != self.stable)
+            return Verdict("grow", assign=others[:wanted - len(canaries)])
+        if now - self.step_started < self.policy.bake_s:
+            self.waiting = ""
+            return Verdict("wait")
+        if not canaries:
+            self.waiting = "no canary worker is attached"
+            return Verdict("wait", self.waiting)
+        if canary.requests < self.policy.min_requests:
+            self.waiting = (f"waiting for requests: the canaries served {canary.requests} of "
+                            f"{self.policy.min_requests}")
+            return Verdict("wait", self.waiting)
+        self.waiting = ""
+        if self.step + 1 < len(self.policy.sizes):
+            return Verdict("step")
+        return Verdict("promote", f"healthy after {len(self.policy.sizes)} step(s): the "
+                       f"canaries failed {canary.failures} of {canary.requests} requests")
+
+    def next_step(self) -> None:
+        self.step += 1
+        self.step_started = time.monotonic()
+
+    def to_json(self) -> dict[str, Any]:
+        """The rollout as ``status`` shows it."""
+        ends = self.step_started + self.policy.bake_s
+        return {
+            "id": self.id, "candidate": self.candidate, "stable": self.stable,
+            "started_ns": self.started_ns, "step": self.step + 1,
+            "steps": len(self.policy.sizes), "step_size": self.policy.sizes[self.step],
+            "bake_left_s": round(max(0.0, ends - time.monotonic()), 2),
+            "canaries": sorted(self.canaries.values()),
+            "canary_health": self.canary_health.to_json(),
+            "stable_health": self.stable_health.to_json(),
+            "waiting": self.waiting, "policy": self.policy.to_json(),
+        }
