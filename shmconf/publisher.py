@@ -590,19 +590,19 @@ class Publisher:
             self._rollout_ended(run, "rolled back", "the stable version was published again")
             return "rollback"
         entries = writer.readers()
+        if not run.canaries and not any(e.alive and e.idle_adoption for e in entries):
+            self.promote("no worker could be a canary (none is attached with idle "
+                         "adoption): published to every worker")
+            return "promote"
         verdict = run.judge(entries)
         if verdict.action == "grow":
-            if not run.canaries and not any(e.alive and e.idle_adoption for e in entries):
-                self.promote("no worker could be a canary (none is attached with idle "
-                             "adoption): published to every worker")
-                return "promote"
             for entry in verdict.assign:
                 writer.assign_canary(entry.slot, entry.pid, run.id)
+                run.canaries[entry.slot] = entry.pid
             writer.wake_readers()
             log.info("config %r: rollout of generation %d, step %d: canaries %s", self.name,
-                     run.candidate, run.step + 1, ", ".join(
-                         str(p) for p in sorted([*run.canaries.values(),
-                                                 *(e.pid for e in verdict.assign)])))
+                     run.candidate, run.step + 1,
+                     ", ".join(str(p) for p in sorted(run.canaries.values())))
         elif verdict.action == "step":
             run.next_step()
             log.info("config %r: rollout of generation %d healthy; step %d of %d", self.name,

@@ -337,6 +337,10 @@ class Reader(Generic[T]):
         if rollout and table_block is not None and entry is not None:
             with contextlib.suppress(OSError, ValueError):
                 assigned, pid = table.assignment(table_block, entry)
+                if assigned > rollout and pid == self._pid:
+                    # Kept for the publisher's next candidate, not published yet:
+                    # stay as we are rather than flap back to the stable version.
+                    return
                 canary = assigned == rollout and pid == self._pid
         if rollout != self._rollout_seen:
             self._rollout_seen = rollout  # counts start again in each rollout
@@ -518,6 +522,7 @@ class Reader(Generic[T]):
         self._snapshot = snapshot  # first the object, then the generation the
         self._gen = generation     # fast path compares: a thread never pairs them wrongly
         self._health = [0, 0, 0]   # health is counted per generation held
+        self._allow_back = False
         self._adopted_ns = time.time_ns()
         self._pending_since = 0.0
         self._update_entry()

@@ -24,3 +24,10 @@ class Settings(BaseModel):
         if value < 1:
             raise ValueError("must be at least 1")
         return value
+
+
+class Strict(BaseModel):
+    """What a worker of a rollout test checks: a port that is a number."""
+
+    model_config = ConfigDict(frozen=True)
+    port: int

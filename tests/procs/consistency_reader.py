@@ -22,8 +22,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("name")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--idle-adoption", action="store_true",
+                        help="adopt on a thread too (needed to be a rollout's canary)")
     args = parser.parse_args()
-    reader = shmconf.attach(args.name, timeout=10.0)
+    reader = shmconf.attach(args.name, timeout=10.0, idle_adoption=args.idle_adoption)
     print("attached", flush=True)
     checked = 0
     errors: list[str] = []
@@ -54,6 +56,7 @@ def main() -> None:
         "last": last_generation,
         "final_size": final_size,
         "errors": errors,
+        "held": sorted(generations),
     }).decode() + "\n")
 
 
