@@ -259,6 +259,24 @@ def _upstream(i: int) -> dict[str, Any]:
             "tags": ["blue", f"zone-{'abc'[i % 3]}"], "timeout_ms": 500}
 
 
+def with_every_container_changed(config: dict[str, Any], version: int) -> dict[str, Any]:
+    """``config`` at ``version`` with a value changed in every dict and list of it.
+
+    The worst case for a reader that takes unchanged containers from the
+    snapshot it replaces: nothing can be taken.
+    """
+    def churn(value: Any) -> Any:
+        if isinstance(value, dict):
+            changed = {k: churn(v) for k, v in value.items()}
+            changed["rev"] = version
+            return changed
+        if isinstance(value, list):
+            return [*(churn(v) for v in value), version]
+        return value
+
+    return churn(with_version(config, version))  # type: ignore[no-any-return]
+
+
 def with_version(config: dict[str, Any], version: int) -> dict[str, Any]:
     """A shallow copy of ``config`` that differs in its ``version`` key."""
     copy = dict(config)

@@ -46,6 +46,7 @@ from bench._common import (
     percentiles,
     settings_model,
     size_label,
+    with_every_container_changed,
     with_version,
 )
 from shmconf import frozen
@@ -74,13 +75,16 @@ def run(session: Session) -> dict[str, Any]:
                 for m in (None, model, None, model)]
             times = _first_reads(publisher, config, reps, plain, typed, probe, typed_probe,
                                  model)
+            worst = _first_reads(publisher, config, reps, plain, typed, probe, typed_probe,
+                                 model, change=with_every_container_changed, only_plain=True)
         finally:
             for reader in readers:
                 reader.close()
             publisher.unlink()
         payload = publisher_payload(config, reps + 1)
         row = {"size": size, "label": size_label(size), "payload_bytes": len(payload),
-               "reps": reps, **_summary(times), "options_ns": options(payload, model)}
+               "reps": reps, **_summary(times), **_worst_summary(worst),
+               "options_ns": options(payload, model, publisher_payload(config, reps))}
         rows.append(row)
         eprint(f"  new generation {row['label']}: {row['plain_p50_ns'] / 1000:.1f} us plain "
                f"({row['plain_ratio']:.2f}x orjson.loads), {row['model_p50_ns'] / 1000:.1f} us "
@@ -96,11 +100,17 @@ def publisher_payload(config: dict[str, Any], version: int) -> bytes:
 
 
 def _first_reads(publisher: Any, config: dict[str, Any], reps: int, plain: Any, typed: Any,
-                 probe: Any, typed_probe: Any, model: type[Any]) -> dict[str, list[int]]:
-    """Time each first read, reference and step after each publish; ns lists by name."""
+                 probe: Any, typed_probe: Any, model: type[Any],
+                 change: Callable[[dict[str, Any], int], dict[str, Any]] = with_version,
+                 *, only_plain: bool = False) -> dict[str, list[int]]:
+    """Time each first read, reference and step after each publish; ns lists by name.
+
+    ``change(config, n)`` is the n-th version published: one value changed
+    (``with_version``), or every container (``with_every_container_changed``).
+    """
     times: dict[str, list[int]] = {}
     for rep in range(reps + 2):
-        publisher.publish(with_version(config, rep + 2))
+        publisher.publish(change(config, rep + 2))
         # The probes' copy of the slot is also the references' payload.
         payload = probe._read_slot()[2]
         jobs: list[Callable[[], dict[str, int]]] = [
@@ -110,6 +120,8 @@ def _first_reads(publisher: Any, config: dict[str, Any], reps: int, plain: Any, 
             lambda p=payload: {"ref_model": _paused(lambda: model.model_validate(orjson.loads(p)))},
             lambda: _steps(probe, typed_probe),
         ]
+        if only_plain:
+            jobs = [jobs[0], jobs[2]]
         shift = rep % len(jobs)  # each one goes first as often as the others
         for job in jobs[shift:] + jobs[:shift]:
             result = job()
@@ -172,7 +184,8 @@ def _steps(probe: Any, typed_probe: Any) -> dict[str, int]:
         t0 = now()
         parsed = orjson.loads(payload)
         t1 = now()
-        box = [frozen._freeze_owned(parsed)]
+        # As get() does: what did not change is taken from the snapshot it replaces.
+        box = [frozen._freeze_reusing(parsed, probe._snapshot)]
         del parsed  # as frozen.loads() drops orjson's containers
         t2 = now()
         steps.update(parse=t1 - t0, freeze=t2 - t1, **_after(box, "plain"))
@@ -201,6 +214,12 @@ def _after(box: list[object], kind: str) -> dict[str, int]:
     return {f"collect_{kind}": t1 - t0, f"free_{kind}": t2 - t1}
 
 
+def _worst_summary(times: dict[str, list[int]]) -> dict[str, Any]:
+    """The model-less first read when every container changed, against ``orjson.loads``."""
+    got, ref = median(times["plain"]), median(times["ref_plain"])
+    return {"plain_all_p50_ns": got, "ref_plain_all_ns": ref, "plain_all_ratio": got / ref}
+
+
 def _summary(times: dict[str, list[int]]) -> dict[str, Any]:
     p = {key: percentiles(values, len(values), [50, 90]) for key, values in times.items()}
     steps = {key.removeprefix("step_"): p[key][0] for key in p if key.startswith("step_")}
@@ -223,13 +242,18 @@ def _summary(times: dict[str, list[int]]) -> dict[str, Any]:
 # -- options ----------------------------------------------------------------------------
 
 
-def options(payload: bytes, model: type[Any]) -> dict[str, float]:
-    """Each way to build a snapshot from ``payload``, timed alone; median ns by name."""
+def options(payload: bytes, model: type[Any], previous: bytes) -> dict[str, float]:
+    """Each way to build a snapshot from ``payload``, timed alone; median ns by name.
+
+    ``previous`` is the version before (one value differs): what the
+    sharing freeze takes unchanged containers from.
+    """
     from pydantic import ConfigDict
 
     from shmconf.model import snapshot_model, validate
 
     snapshot = snapshot_model(model)  # its string cache is off (shmconf.model)
+    before = frozen.loads(previous)
     cached = type(model.__name__, (snapshot,), {"model_config": ConfigDict(cache_strings=True)})
     candidates: dict[str, Callable[[], object]] = {
         "orjson": lambda: orjson.loads(payload),
@@ -238,12 +262,14 @@ def options(payload: bytes, model: type[Any]) -> dict[str, float]:
         "json_pairs_hook": lambda: _top(json.loads(payload, object_pairs_hook=_pairs_hook)),
         "copy_freeze": lambda: _copy_freeze(orjson.loads(payload)),
         "inplace_freeze": lambda: frozen.loads(payload),
+        "shared_freeze": lambda: frozen.loads(payload, before),
         "model_dict": lambda: model.model_validate(orjson.loads(payload)),
         "model_json_cache": lambda: validate(cached, payload, by_name=True),
         "model_json": lambda: validate(snapshot, payload, by_name=True),
     }
     expected = frozen.loads(payload)
-    for key in ("json_object_hook", "json_pairs_hook", "copy_freeze", "inplace_freeze"):
+    for key in ("json_object_hook", "json_pairs_hook", "copy_freeze", "inplace_freeze",
+                "shared_freeze"):
         _check_snapshot(candidates[key](), expected, key)
     calls = 3 if len(payload) > 256 * KIB else 15
     samples: dict[str, list[int]] = {key: [] for key in candidates}

@@ -17,7 +17,8 @@ from typing import Any
 from bench import plots
 from bench._format import NA, label, ns, ok
 from bench.alternatives import REDIS_MISSING
-from shmconf.adoption import BACKSTOP_S
+from shmconf.adoption import BACKSTOP_S, ROLLOUT_FLUSH_S
+from shmconf.service import ROLLOUT_TICK_S
 
 #: Section names of the measures, for the conditions table.
 MEASURE_TITLES = {
@@ -33,6 +34,7 @@ MEASURE_TITLES = {
     "idle_adoption": "shmconf: idle workers",
     "first_request": "shmconf: first request after a publish",
     "publisher_restart": "shmconf: publisher killed",
+    "rollout": "shmconf: a rollout",
 }
 
 
@@ -145,6 +147,20 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "holds": max(ratios) <= limit,
                 "why": f"p50 of the first `get()` after each publish against {ref} of the "
                        f"same payload, timed after the same publishes: {each}"})
+        if "plain_all_ratio" in ng["rows"][0]:
+            ratios = [r["plain_all_ratio"] for r in ng["rows"]]
+            each = "; ".join(f"{r['label']} {ns(r['plain_all_p50_ns'])} against "
+                             f"{ns(r['ref_plain_all_ns'])}" for r in ng["rows"])
+            found.append({
+                "measure": "first `get()` of a new generation, no model, every container "
+                           "changed (nothing to share)",
+                "bar": "≤ 3x `orjson.loads`",
+                "measured": ", ".join(f"{r['label']} {x:.2f}x"
+                                      for r, x in zip(ng["rows"], ratios, strict=True)),
+                "holds": max(ratios) <= 3.0,
+                "why": "the rows above publish a version that differs in one value, as a "
+                       "config change usually does; here every dict and list of the config "
+                       f"changed, so the reader can take none from the last snapshot: {each}"})
 
     pr = results.get("propagation")
     if ok(pr):
@@ -456,6 +472,8 @@ def _new_generation(result: Any) -> str:
         return "_new generation: measured by an older harness; run `python -m bench.newgen`._"
     bars = [[r["label"], f"{ns(r['plain_p50_ns'])} ({ns(r['plain_p90_ns'])})",
              ns(r["ref_plain_ns"]), f"**{r['plain_ratio']:.2f}x**",
+             *([f"{ns(r['plain_all_p50_ns'])} / {ns(r['ref_plain_all_ns'])}",
+                f"**{r['plain_all_ratio']:.2f}x**"] if "plain_all_ratio" in r else ["", ""]),
              f"{ns(r['model_p50_ns'])} ({ns(r['model_p90_ns'])})", ns(r["ref_model_ns"]),
              f"**{r['model_ratio']:.2f}x**"] for r in rows]
     step_keys = ["slot", "table", "gc", "parse", "freeze", "collect_plain",
@@ -465,18 +483,20 @@ def _new_generation(result: Any) -> str:
                                 "model_rest": r["model_rest_ns"]}.get(k)) for k in step_keys]]
              for r in rows]
     plain_options = ["orjson", "json", "json_object_hook", "json_pairs_hook", "copy_freeze",
-                     "inplace_freeze"]
+                     "inplace_freeze", "shared_freeze"]
     model_options = ["model_dict", "model_json_cache", "model_json"]
 
     def versus(r: dict[str, Any], key: str, base: str) -> str:
         o = r["options_ns"]
         return f"{o[key] / o[base]:.2f}x ({ns(o[key])})"
 
-    plain_body = [[r["label"], *[versus(r, k, "orjson") for k in plain_options]] for r in rows]
+    plain_body = [[r["label"], *[versus(r, k, "orjson") if k in r["options_ns"] else ""
+                                 for k in plain_options]] for r in rows]
     model_body = [[r["label"], *[versus(r, k, "model_dict") for k in model_options]]
                   for r in rows]
     return "\n".join([
         table(["config", "no model: first get() p50 (p90)", "orjson.loads", "ratio",
+               "no model, every container changed: first get() / orjson.loads", "ratio",
                "with a model: first get() p50 (p90)", "orjson.loads + model_validate",
                "ratio"], bars),
         "",
@@ -484,8 +504,13 @@ def _new_generation(result: Any) -> str:
         "checksum, note the generation in the reader table (the meta is parsed only when "
         "`reader.meta` is asked for), then build the "
         "snapshot with the cyclic GC paused: without a model, parse with orjson and freeze "
-        "the result into read-only dicts and lists in place (`shmconf.frozen.loads`); with "
-        "one, `model_validate_json` of the payload into the model's snapshot class. Measured "
+        "the result into read-only dicts and lists in place, taking each top-level section "
+        "that did not change from the snapshot it replaces (`shmconf.frozen.loads`; "
+        "compared in C, then as JSON, so that a `1` that became `1.0` is not taken); with "
+        "one, `model_validate_json` of the payload into the model's snapshot class. Each "
+        "publish changes one value (the `version` key), as a config change usually does; "
+        "the middle columns publish versions in which every dict and list changed, so "
+        "nothing can be taken from the last snapshot: the worst case. Measured "
         "in the publishing process after each of many publishes, each read and each "
         "reference in turn first; the references are the bars' (the application's own "
         "model), on the same payload, with the GC treated as the reader treats it: paused, "
@@ -509,8 +534,9 @@ def _new_generation(result: Any) -> str:
         "out below zero).",
         "",
         table(["config", "orjson.loads", "json.loads (C scanner)", "json + object_hook",
-               "json + object_pairs_hook", "orjson + recursive copy (before)",
-               "orjson + in-place freeze (now)"], plain_body),
+               "json + object_pairs_hook", "orjson + recursive copy",
+               "orjson + in-place freeze", "orjson + in-place freeze sharing what did not "
+               "change (now)"], plain_body),
         "",
         table(["config", "orjson.loads + model_validate", "model_validate_json, string cache",
                "model_validate_json, no string cache (now)"], model_body),
@@ -522,7 +548,11 @@ def _new_generation(result: Any) -> str:
         "is checked to build the same read-only containers. The stdlib's C scanner is "
         "itself slower than orjson, and it has no hook for arrays, so its hooks freeze lists "
         "in Python. The in-place freeze copies each of orjson's containers once, in C, into "
-        "a layout-identical subclass and then gives it its read-only class. With a model, "
+        "a layout-identical subclass and then gives it its read-only class; sharing, it "
+        "first compares each top-level section with the previous version's (one value "
+        "differs) and takes the equal ones as they are. Comparing deeper levels too was "
+        "measured and dropped: where everything changed it compared the same containers "
+        "again at each level, 1.5x slower than not sharing at all. With a model, "
         "pydantic's own JSON parser builds no intermediate dicts; its string cache shares "
         "repeated string values (less memory for a config that repeats many) but parses "
         "slower here, so the snapshot class turns it off unless the model sets "
@@ -658,6 +688,71 @@ def _restart(result: Any) -> str:
             "start; workers serve the last good config throughout.")
 
 
+def _rollout(result: Any, img: str) -> str:
+    if not ok(result):
+        return _failed("rollout", result)
+    bad, good, policy = result["bad"], result["good"], result["policy"]
+    workers = result["workers"]
+    sizes = " -> ".join([str(policy["canary"]), *map(str, policy["steps"]), "all"])
+    steps = ", ".join(f"step {n} at {ms(t * 1e3)}"
+                      for n, t in enumerate(good["steps_s"], start=2))
+    joined = ", ".join(ms(t * 1e3) for t in good.get("step_joined_s", []) if t is not None)
+    before = good["held_before"]
+    rows = [
+        ["a. bad candidate (`fail_rate` 0 -> 0.5)", "publish -> rolled back",
+         f"**{ms(bad['decision_s'] * 1e3)}**"],
+        ["", "publish -> every worker serves the stable content again",
+         ms(bad["all_stable_content_s"] * 1e3)],
+        ["", "workers that ever served it",
+         f"{len(bad['held_candidate'])} of {workers}: "
+         + ("only the canaries" if bad["only_canaries"] else "**not only canaries**")],
+        ["", "requests served with it (failed)",
+         f"{bad['requests_bad']} ({bad['failures_bad']})"],
+        ["b. good candidate", "publish -> " + ", ".join(
+            f"step {n}" for n in range(2, len(good["steps_s"]) + 2)),
+         ", ".join(ms(t * 1e3) for t in good["steps_s"])],
+        ["", "publish -> promoted", f"**{ms(good['decision_s'] * 1e3)}**"],
+        ["", "publish -> every worker holds it", ms(good["all_hold_s"] * 1e3)],
+        ["", "workers holding it before " + ", before ".join(
+            [*(f"step {n}" for n in range(2, len(before) + 1)), "the promotion"]),
+         " / ".join(f"{n} of {workers}" for n in before)],
+    ]
+    return "\n".join([
+        f"A real rollout: {workers} worker processes attach with idle adoption (only such "
+        f"workers can be canaries) and each serves a synthetic request every "
+        f"{result['pace_ms']:g} ms, failing with the probability its config's `fail_rate` "
+        "says and counted with `reader.count_request(failed=...)`, as the integrations count "
+        "real requests. A publisher service in the benchmark's process watches a JSON file "
+        f"with `Rollout(canary={policy['canary']!r}, steps={tuple(policy['steps'])!r}, "
+        f"bake_s={policy['bake_s']:g})` (min_requests {policy['min_requests']}, "
+        f"max_failure_increase {policy['max_failure_increase']:g}); the file is rewritten "
+        "twice, first with a bad candidate, then with a good one. Times run from the "
+        "candidate's publish; each worker records, with CLOCK_MONOTONIC, when the content it "
+        "serves changes.",
+        "",
+        table(["scenario", "measure", "measured"], rows),
+        "",
+        f"**a.** The publisher's reason: \"{bad['reason']}\". The decision waits for the "
+        f"canaries' counts: each worker's adoption thread writes them into the reader table "
+        f"every {ROLLOUT_FLUSH_S:g} s while a rollout runs, and the publisher judges every "
+        f"{ROLLOUT_TICK_S:g} s, so a candidate this bad is rolled back within about "
+        f"{ROLLOUT_FLUSH_S + ROLLOUT_TICK_S:g} s of reaching its canaries, whatever the bake "
+        "time. The rollback is the stable content published again as a new generation, for "
+        "every worker; the last canary served it again "
+        f"{ms((bad['all_stable_content_s'] - bad['decision_s']) * 1e3)} after the decision, "
+        "and " + ("no other worker ever served the candidate." if bad["only_canaries"] else
+                  "**a worker that was no canary served the candidate too**."),
+        "",
+        f"**b.** {sizes}, each step baked {policy['bake_s']:g} s: {steps}, promoted at "
+        f"{ms(good['decision_s'] * 1e3)}; the canaries failed {good['canary_health']['failures']} "
+        f"of {good['canary_health']['requests']} requests."
+        + (f" A step's new canaries are chosen on the publisher's next tick, so they held "
+           f"the candidate {joined} after their step began." if joined else ""),
+        "",
+        f"![a rollout, per worker]({img}/bench-rollout.png)",
+    ])
+
+
 def _memory(result: Any) -> str:
     if not ok(result):
         return _failed("memory", result)
@@ -773,6 +868,10 @@ def markdown(results: dict[str, Any], img: str) -> str:
         "## shmconf: publisher killed under an integration",
         "",
         _restart(results.get("publisher_restart")),
+        "",
+        "## shmconf: a rollout, rolled back and promoted",
+        "",
+        _rollout(results.get("rollout"), img),
         "",
         "## shmconf: memory per worker",
         "",

@@ -85,19 +85,29 @@ class _NewList(list[Any]):
     __slots__ = ()
 
 
-def loads(payload: bytes) -> Any:
+def loads(payload: bytes, previous: Any = None) -> Any:
     """Parse JSON into read-only containers: what ``get()`` returns without a model.
 
     orjson builds plain dicts and lists, which no one else holds yet, so
     they are frozen in place: each container is copied once into its
     read-only class (in C) and its frozen children are stored into it.
+
+    ``previous`` is the snapshot this one replaces: a top-level value (a
+    section of the config) equal to the one under the same key there is
+    taken from it instead of being frozen again, so a change confined to a
+    few sections costs little more than the parse (docs/bench.md).
+    Read-only containers can be shared; nothing tells a shared one from a
+    fresh one but ``is``.
     Raises ``orjson.JSONDecodeError`` like ``orjson.loads``.
     """
-    return _freeze_owned(orjson.loads(payload))
+    if previous is None:
+        return _freeze_owned(orjson.loads(payload))
+    return _freeze_reusing(orjson.loads(payload), previous)
 
 
 def loads_in_sections(
-    payload: bytes, sections: list[list[Any]], pause: Callable[[], object]
+    payload: bytes, sections: list[list[Any]], pause: Callable[[], object],
+    previous: Any = None,
 ) -> FrozenDict:
     """:func:`loads` of a large payload piece by piece, calling ``pause()`` between pieces.
 
@@ -108,9 +118,11 @@ def loads_in_sections(
     view = memoryview(payload)
     result: dict[str, Any] = {}
     lists: dict[str, list[Any]] = {}
+    old = previous if type(previous) is FrozenDict else {}
     for key, start, end, kind in sections:
         if kind == "value":
-            result[key] = _freeze_owned(orjson.loads(view[start:end]))
+            parsed, prior = orjson.loads(view[start:end]), old.get(key)
+            result[key] = prior if _same(parsed, prior) else _freeze_owned(parsed)
         elif kind == "items":
             run = _freeze_list(orjson.loads(b"[" + view[start:end].tobytes() + b"]"))
             if key not in lists:
@@ -170,6 +182,41 @@ def _freeze_dict(value: dict[str, Any]) -> FrozenDict:
     frozen = _NewDict(value)
     frozen.__class__ = FrozenDict
     return frozen  # type: ignore[return-value]  # its class is FrozenDict now
+
+
+def _freeze_reusing(value: Any, old: Any) -> Any:
+    """:func:`_freeze_owned`, taking each top-level value equal to ``old``'s from ``old``.
+
+    Only the top level is compared (each dict or list value once, deep, in
+    C): an unchanged section of the config costs one comparison instead of
+    a freeze, and a config in which everything changed costs no more than
+    :func:`_freeze_owned` (comparing deeper levels too would compare the
+    same containers again at each level; docs/bench.md measured both).
+    """
+    if type(value) is dict and type(old) is FrozenDict:
+        prior_of = old.get
+        for key, item in value.items():
+            kind = type(item)
+            if kind is dict or kind is list:
+                prior = prior_of(key)
+                value[key] = prior if _same(item, prior) else _freeze_owned(item)
+        frozen = _NewDict(value)
+        frozen.__class__ = FrozenDict
+        return frozen
+    return _freeze_owned(value)
+
+
+def _same(new: Any, old: Any) -> bool:
+    """Whether ``new`` (a fresh container) is the JSON ``old`` came from: equal, and as JSON.
+
+    ``==`` alone is not enough: it holds between ``1``, ``1.0`` and ``true``,
+    and a config whose ``1`` became ``1.0`` must not keep the int. Both are
+    serialized only when ``==`` already held (orjson, in C: about a quarter
+    of what parsing them cost).
+    """
+    kind = type(new)
+    return ((kind is dict or kind is list) and bool(new == old)
+            and orjson.dumps(new) == orjson.dumps(old))
 
 
 def _freeze_list(value: list[Any]) -> FrozenList:

@@ -593,9 +593,10 @@ class Reader(Generic[T]):
                     with contextlib.suppress(ValueError, TypeError, KeyError):
                         # sleep(0) lets a waiting thread take the GIL between pieces.
                         return frozen.loads_in_sections(  # type: ignore[return-value]
-                            payload, sections, _yield)
+                            payload, sections, _yield, self._snapshot)
                 try:
-                    return frozen.loads(payload)  # type: ignore[no-any-return]
+                    # What did not change is taken from the snapshot this one replaces.
+                    return frozen.loads(payload, self._snapshot)  # type: ignore[no-any-return]
                 except orjson.JSONDecodeError:
                     raise _Unreadable from None
             # pydantic parses the JSON itself: no intermediate dicts, faster

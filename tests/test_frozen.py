@@ -143,3 +143,26 @@ def test_a_large_payload_parsed_in_sections_is_the_same_snapshot() -> None:
     assert type(got["big"][5]) is FrozenDict
     assert list(got) == sorted(data)  # the payload's key order
     assert content.sections({"a": 1}, content.canonical({"a": 1})) is None  # small: none
+
+
+def test_a_new_snapshot_shares_the_sections_that_did_not_change() -> None:
+    old = loads(b'{"a": {"x": [1, 2]}, "b": [{"y": 1}, {"z": 2}], "v": 1}')
+    new = loads(b'{"a": {"x": [1, 2]}, "b": [{"y": 1}, {"z": 3}], "v": 2}', old)
+    assert new == {"a": {"x": [1, 2]}, "b": [{"y": 1}, {"z": 3}], "v": 2}
+    assert new["a"] is old["a"]  # unchanged: taken as it is
+    assert new["b"] is not old["b"]
+    assert type(new["b"]) is FrozenList
+    assert type(new["b"][1]) is FrozenDict
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    (b'{"a": {"t": 1}}', b'{"a": {"t": 1.0}}'),
+    (b'{"a": {"t": 1}}', b'{"a": {"t": true}}'),
+    (b'{"a": [0]}', b'{"a": [false]}'),
+    (b'{"a": [1.0]}', b'{"a": [1]}'),
+    (b'{"a": {"b": {"c": 2}}}', b'{"a": {"b": {"c": 2.0}}}'),
+])
+def test_a_value_that_only_changed_type_is_not_taken_from_the_old_snapshot(
+        before: bytes, after: bytes) -> None:
+    new = loads(after, loads(before))
+    assert orjson.dumps(new) == orjson.dumps(orjson.loads(after))

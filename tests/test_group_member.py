@@ -162,7 +162,8 @@ def test_names_another_user_planted_stop_neither_a_restart_nor_growth(name: str)
     runtime = Path(tempfile.mkdtemp(prefix="shmconf-nobody-", dir="/tmp"))
     os.chown(runtime, NOBODY, NOBODY)
     publisher = Member(name)
-    planted = [os.path.join(SHM_DIR, f"{L.SHM_PREFIX}{name}{suffix}") for suffix in ("@stale", "@2")]
+    planted = [os.path.join(SHM_DIR, f"{L.SHM_PREFIX}{name}{suffix}")
+               for suffix in ("@stale", "@2")]
     try:
         assert publisher.ask(f"publisher {runtime}")["generation"] == 1
         for path in planted:

@@ -218,9 +218,10 @@ def test_the_adoption_thread_parses_a_large_config_in_pieces(
     calls: list[str] = []
     real = frozen.loads_in_sections
 
-    def spy(payload: bytes, sections: list[list[object]], pause: object) -> object:
+    def spy(payload: bytes, sections: list[list[object]], pause: object,
+            previous: object = None) -> object:
         calls.append(threading.current_thread().name)
-        return real(payload, sections, pause)  # type: ignore[arg-type]
+        return real(payload, sections, pause, previous)  # type: ignore[arg-type]
 
     monkeypatch.setattr(frozen, "loads_in_sections", spy)
     big = [{"name": f"upstream-{i}", "port": i} for i in range(20_000)]
