@@ -28,6 +28,7 @@ from shmconf.model import import_model
 from shmconf.protocol import control
 from shmconf.protocol.block import SHM_DIR, list_shm_names, other_layout_names
 from shmconf.protocol.layout import anchor_shm_name, validate_name
+from shmconf.rollout import Rollout
 from shmconf.status import ReaderStatus, Status, collect, running_publisher
 
 log = logging.getLogger("shmconf.cli")
@@ -145,6 +146,7 @@ def _publish(args: argparse.Namespace) -> int:
         max_bytes=args.max_bytes,
         standby=args.standby,
         start_without_source=args.start_without_source,
+        rollout=args.rollout,
     )
     try:
         publisher.serve_forever()
@@ -271,6 +273,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("changed", ", ".join(status.changed) or "-"),
         ("publisher", _publisher_state(status)),
         *_supervisor_rows(status.supervisor),
+        *_rollout_rows(status),
         ("slot", f"{status.slot_used} of {status.slot_capacity} bytes "
                  f"(data segment {status.data_serial})"),
     ]
@@ -300,11 +303,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             hints.append("the table is full: readers may read unlisted")
         print("readers: none attached" + (f" ({'; '.join(hints)})" if hints else ""))
         return EXIT_OK
-    reader_rows = [("PID", "GENERATION", "ADOPTS", "STATE")]
+    # ROLE while a rollout runs: canaries follow its candidate, the others the
+    # stable generation.
+    roles = status.rollout is not None
+    reader_rows = [("PID", "GENERATION", *(("ROLE",) if roles else ()), "ADOPTS", "STATE")]
     for r in status.readers:
-        reader_rows.append((str(r.pid), str(r.generation),
+        role = (("canary" if r.canary else "stable"),) if roles else ()
+        reader_rows.append((str(r.pid), str(r.generation), *role,
                             "when idle" if r.idle_adoption else "on read",
-                            _reader_state(r, status.generation)))
+                            _reader_state(r, status.generation, status.candidate)))
     full = " (the table is full: more readers may read unlisted)" \
         if status.readers_table_full else ""
     if status.readers_ignored:
@@ -315,9 +322,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _reader_state(reader: ReaderStatus, published: int) -> str:
+def _reader_state(reader: ReaderStatus, published: int, candidate: int | None = None) -> str:
+    """``published``: the stable generation; ``candidate``: the running rollout's, if any."""
     if not reader.alive:
         return _colour("dead (entry reclaimed)", "31")
+    if reader.canary and candidate:
+        return _canary_state(reader, candidate)
     if reader.generation >= published:
         return "current"
     if reader.refused > reader.generation:
@@ -326,6 +336,74 @@ def _reader_state(reader: ReaderStatus, published: int) -> str:
     if reader.idle_adoption:
         return _colour(f"{behind}, adopting", "33")
     return _colour(f"{behind} until its next read (no idle adoption)", "33")
+
+
+def _canary_state(reader: ReaderStatus, candidate: int) -> str:
+    if reader.generation >= candidate:
+        return "current (the candidate)"
+    if reader.refused > reader.generation:
+        return _colour(f"refused generation {reader.refused} (see its log)", "31")
+    return _colour("adopting the candidate", "33")
+
+
+def _health_text(health: Any) -> str:
+    """A group's ``{workers, requests, failures, checks_failed}`` as the rollout judges it."""
+    if not isinstance(health, dict):
+        return "not reported yet"
+    workers = int(health.get("workers") or 0)
+    requests, failures = int(health.get("requests") or 0), int(health.get("failures") or 0)
+    ratio = failures / requests if requests else 0.0
+    text = (f"{requests} request{'' if requests == 1 else 's'}, {failures} failed "
+            f"({ratio:.1%}) in {workers} worker{'' if workers == 1 else 's'}")
+    if health.get("checks_failed"):
+        text += f", {health['checks_failed']} failed health check(s)"
+    return text
+
+
+def _rollout_rows(status: Status) -> list[tuple[str, str]]:
+    """The running rollout (candidate, step, canaries, health, bake) and the last one's end."""
+    rows = []
+    rollout = status.rollout
+    if rollout is not None:
+        text = (f"generation {rollout['candidate']} to canaries, generation {rollout['stable']} "
+                "to the others")
+        if rollout.get("step") is not None:
+            text += f": step {rollout['step']} of {rollout['steps']}"
+            size = rollout.get("step_size")
+            if isinstance(size, int):
+                text += f" ({size} worker{'' if size == 1 else 's'})"
+            elif size is not None:
+                text += f" ({size} of the workers)"
+        if rollout.get("started_ns"):
+            text += "," + _since(rollout["started_ns"], "started")
+        rows.append(("rollout", text))
+        if not status.publisher_alive:
+            rows.append(("", _colour("unfinished: its publisher is not running; the next "
+                                     "publisher to start rolls the candidate back", "31")))
+        pids = rollout.get("canaries") or []
+        rows.append(("canaries", ("pid " + ", ".join(map(str, pids))) if pids else
+                     "none yet (chosen among the workers with idle adoption)"))
+        rows.append(("canary health", _health_text(rollout.get("canary_health"))))
+        rows.append(("other workers", _health_text(rollout.get("stable_health"))))
+        if not status.publisher_alive:
+            pass  # nobody bakes or judges it any more
+        elif rollout.get("waiting"):
+            rows.append(("bake", f"done; {rollout['waiting']} (or `shmconf rollout "
+                                 f"{status.name} promote`)"))
+        elif isinstance(rollout.get("bake_left_s"), (int, float)):
+            left = float(rollout["bake_left_s"])
+            rows.append(("bake", f"{_age(left)} left" if left > 0 else "done; judging"))
+    last = status.last_rollout
+    if last:
+        outcome = str(last.get("outcome"))
+        shown = _colour(outcome, {"promoted": "32", "rolled back": "31"}.get(outcome, "33"))
+        text = f"generation {last.get('candidate')} {shown}{_since(last.get('ended_ns'), 'at')}"
+        if outcome == "rolled back" and last.get("generation"):
+            text += f"; generation {last['generation']} holds the stable content"
+        rows.append(("last rollout", text))
+        if last.get("reason"):
+            rows.append(("", str(last["reason"])))
+    return rows
 
 
 def _since(ns: int | None, word: str = "since") -> str:
@@ -393,32 +471,128 @@ def _health_rows(health: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool,
               trusted: frozenset[int] | None = None) -> int:
+    """``status --wait-for``: every live reader holds ``generation`` or later.
+
+    A rollout's candidate counts once it is promoted (then every reader gets
+    it); one that was rolled back or replaced never will, and ends the wait
+    at once (docs/cli.md).
+    """
     deadline = time.monotonic() + timeout
     pause = 0.01
+    notes: dict[int, str] = {}
     while True:
         status = collect(name, trusted_uids=trusted)
         laggards = status.laggards(generation)
-        if status.generation >= generation and not laggards:
+        state, note = _rollout_fate(name, generation, status, notes)
+        if not state and status.generation >= generation and not laggards:
             live = [r for r in status.readers if r.alive]
             if as_json:
                 _emit_json({"ok": True, "generation": generation, "readers": len(live)})
             else:
                 print(f"ok: all {len(live)} live reader(s) hold generation {generation} or later")
             return EXIT_OK
-        # Waiting longer cannot help: nobody will publish it, or a reader refused it.
-        hopeless = (status.generation < generation and not status.publisher_alive) or any(
+        # Waiting longer cannot help: nobody will publish it, a reader refused
+        # it, or its rollout ended without it.
+        hopeless = state == "ended" or (
+            status.generation < generation and not status.publisher_alive) or any(
             r.refused >= generation for r in laggards)
         if hopeless or time.monotonic() >= deadline:
             break
         time.sleep(pause)
         pause = min(pause * 2, 0.2)
-    behind = ", ".join(f"pid {r.pid} at {r.generation}" for r in laggards)
+    reason = _wait_failure(name, generation, status, laggards, state=state, note=note)
+    if as_json:
+        _emit_json({
+            "ok": False, "generation": generation, "published": status.generation,
+            "laggards": [{"pid": r.pid, "generation": r.generation, "refused": r.refused,
+                          "idle_adoption": r.idle_adoption, "canary": r.canary}
+                         for r in laggards],
+            "rollout": note or None,
+        })
+    if hopeless:
+        raise CommandError(reason)
+    raise CommandError(f"timed out after {timeout:g}s: {reason}")
+
+
+def _rollout_fate(
+    name: str, generation: int, status: Status, notes: dict[int, str]
+) -> tuple[str, str]:
+    """What a rollout did with ``generation``: ``(state, note)``.
+
+    ``state`` is ``"candidate"`` (the running rollout's candidate: it reaches
+    every reader when promoted), ``"ended"`` (rolled back or replaced: it
+    never will; ``note`` says how, as the history does), ``"unrecorded"``
+    (a candidate whose rollout just ended, its outcome not written yet), or
+    empty when no rollout holds it back (published to every reader at once,
+    or promoted). ``notes`` keeps the history's final notes between calls.
+    """
+    if status.generation == generation:
+        return "", ""  # only a publish to every reader or a promote stores it there
+    if status.candidate == generation:
+        return "candidate", "candidate"
+    note = notes.get(generation)
+    if note is None:
+        note = _history_note(name, generation)
+        if note not in ("", "candidate"):  # a rollout's end never changes again
+            notes[generation] = note
+    last = status.last_rollout or {}
+    if last.get("candidate") == generation and last.get("outcome") != "promoted" and (
+            note in ("", "candidate")):
+        note = f"{last.get('outcome')}: {last.get('reason')}"  # the history no longer has it
+    if note.startswith(("rolled back", "replaced")):
+        return "ended", note
+    if note == "candidate":
+        return "unrecorded", note
+    return "", note
+
+
+def _history_note(name: str, generation: int) -> str:
+    """The rollout note the history keeps for ``generation`` ("" when none or not kept)."""
+    state = _paths.existing_state_dir(name)
+    if state is None or not (state / "history").is_dir():
+        return ""
+    try:
+        found = History(state / "history").get(generation)
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # another user's history, or a damaged file: the rest still decides
+    return found.rollout if found is not None else ""
+
+
+def _wait_failure(name: str, generation: int, status: Status, laggards: list[ReaderStatus],
+                  *, state: str, note: str) -> str:
+    """Why ``--wait-for`` ends without every reader on ``generation``, and what to do."""
+    rollout = status.rollout
+    if state == "ended":
+        now = (f"generation {rollout['candidate']} is rolling out now (wait for it instead)"
+               if rollout is not None else f"every reader gets generation {status.generation}")
+        return (f"generation {generation} will never reach every reader: it was {note}; "
+                f"{now}")
+    if state == "candidate" and rollout is not None:
+        reason = (f"generation {generation} is the candidate of a running rollout "
+                  f"(generation {rollout['stable']} stays with the others)")
+        if not status.publisher_alive:
+            return (f"{reason}, and its publisher is not running: the next publisher to start "
+                    "rolls the candidate back")
+        held = [r.pid for r in status.readers if r.alive and r.generation >= generation]
+        if rollout.get("waiting"):
+            when = f"its bake is done, {rollout['waiting']}"
+        elif isinstance(rollout.get("bake_left_s"), (int, float)):
+            when = f"{_age(float(rollout['bake_left_s']))} of its bake left"
+        else:
+            when = "it is baking"
+        return (f"{reason}: {len(held)} canar{'y holds' if len(held) == 1 else 'ies hold'} it; "
+                f"the other readers get it when it is promoted ({when}; "
+                f"`shmconf rollout {name} promote` promotes it now)")
+    if state == "unrecorded":
+        return (f"the rollout of generation {generation} ended, and its outcome is not "
+                "recorded yet (see `shmconf history`)")
     advice = ""
     if status.generation < generation:
         reason = f"generation {generation} is not published (published: {status.generation})"
         if not status.publisher_alive:
             reason += "; no publisher is running to publish it: start one, then wait again"
     else:
+        behind = ", ".join(f"pid {r.pid} at {r.generation}" for r in laggards)
         reason = f"readers still behind: {behind}"
         if any(r.refused > r.generation for r in laggards):
             advice = ("; a reader that refused a generation (it does not fit that worker's "
@@ -426,15 +600,7 @@ def _wait_for(name: str, generation: int, timeout: float, *, as_json: bool,
         if any(not r.idle_adoption for r in laggards):
             advice += ("; a reader without idle adoption adopts on its next read: attach with "
                        "idle_adoption=True (the integrations' default)")
-    if as_json:
-        _emit_json({
-            "ok": False, "generation": generation, "published": status.generation,
-            "laggards": [{"pid": r.pid, "generation": r.generation, "refused": r.refused,
-                          "idle_adoption": r.idle_adoption} for r in laggards],
-        })
-    if hopeless:
-        raise CommandError(f"{reason}{advice}")
-    raise CommandError(f"timed out after {timeout:g}s: {reason}{advice}")
+    return f"{reason}{advice}"
 
 
 def _published_view(name: str, trusted_owner: str | None = None
@@ -483,17 +649,22 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json([
             {"generation": v.generation, "published_ns": v.published_ns, "digest": v.digest,
-             "origin": v.origin, "sources": list(v.sources), "changed": list(v.changed)}
+             "origin": v.origin, "sources": list(v.sources), "changed": list(v.changed),
+             "rollout": v.rollout}
             for v in versions
         ])
         return EXIT_OK
     if not versions:
         print(f"no history kept for {args.name!r}")
         return EXIT_OK
-    rows = [("GENERATION", "PUBLISHED", "DIGEST", "ORIGIN", "CHANGED")]
+    # ROLLOUT once the name has had one: "candidate", "promoted", "rolled back:
+    # why", "replaced: why", and "rollback of N: why" for the version that undid one.
+    notes = any(v.rollout for v in versions)
+    rows = [("GENERATION", "PUBLISHED", "DIGEST", "ORIGIN", *(("ROLLOUT",) if notes else ()),
+             "CHANGED")]
     rows += [
         (str(v.generation), _when(v.published_ns), v.digest[:12], v.origin,
-         ", ".join(v.changed) or "-")
+         *((v.rollout or "-",) if notes else ()), ", ".join(v.changed) or "-")
         for v in versions
     ]
     print(_format_table(rows))
@@ -618,6 +789,120 @@ def _rollback_offline(name: str, to: int | None) -> int:
     return EXIT_OK
 
 
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """Promote the running rollout's candidate to every worker now, or roll it back."""
+    try:
+        return _rollout_decision(args)
+    except ShmconfError as exc:
+        if args.json:  # scripts read stdout; the message still goes to stderr
+            _emit_json({"ok": False, "decision": args.decision, "error": str(exc)})
+        raise
+
+
+def _rollout_decision(args: argparse.Namespace) -> int:
+    name, decision = args.name, args.decision
+    status = collect(name, trusted_uids=args.trusted)
+    rollout = status.rollout
+    if rollout is None:
+        raise CommandError(_no_rollout(status))
+    pid = _live_publisher(status)
+    if pid is None:
+        raise CommandError(_no_publisher_for_rollout(status, decision))
+    candidate, stable = int(rollout["candidate"]), int(rollout["stable"])
+    request_id = uuid.uuid4().hex
+    try:
+        # "candidate": what this command saw; a publisher that checks it refuses a
+        # decision about a candidate that replaced it meanwhile.
+        control.send_request(_paths.state_dir(name),
+                             {"id": request_id, "action": "rollout", "decision": decision,
+                              "candidate": candidate})
+        os.kill(pid, signal.SIGHUP)
+    except PermissionError:
+        raise CommandError(f"publisher pid {pid} of {name!r} runs as another user: run "
+                           f"`shmconf rollout {name} {decision}` as that user") from None
+    if args.timeout == 0:
+        if args.json:
+            _emit_json({"ok": True, "decision": decision, "candidate": candidate,
+                        "stable": stable, "generation": None})
+        else:
+            print(f"{decision} of generation {candidate} requested from publisher pid {pid}; "
+                  f"not waiting (see `shmconf status {name}`)")
+        return EXIT_OK
+    try:
+        service = _wait_service(
+            name, args.timeout,
+            lambda s: (s.get("last_request") or {}).get("id") == request_id,
+        )
+    except CommandError as exc:
+        raise CommandError(f"{exc}; the request stays until the publisher's next SIGHUP "
+                           f"(`shmconf status {name}` shows whether the rollout ended)") from None
+    return _report_decision(args, service, candidate, stable)
+
+
+def _report_decision(args: argparse.Namespace, service: dict[str, Any], candidate: int,
+                     stable: int) -> int:
+    """The publisher's answer to a ``rollout`` request, as the command prints it."""
+    decision = args.decision
+    outcome = service["last_request"]
+    if not outcome.get("ok"):
+        ended = service.get("last_rollout")
+        if isinstance(ended, dict) and ended.get("candidate") == candidate and service.get(
+                "rollout") is None:
+            # It ended on its own (a verdict) between our look and the request.
+            raise CommandError(f"no rollout is running any more: generation {candidate} was "
+                               f"{ended.get('outcome')} before the request arrived: "
+                               f"{ended.get('reason')}")
+        raise CommandError(f"{decision} failed: {outcome.get('error')}")
+    generation = int(outcome["generation"])
+    ended = service.get("last_rollout")
+    if isinstance(ended, dict) and ended.get("generation") == generation:
+        # What the publisher decided about: a newer candidate may have
+        # replaced the one this command saw.
+        candidate, stable = int(ended["candidate"]), int(ended["stable"])
+    if args.json:
+        _emit_json({"ok": True, "decision": decision, "candidate": candidate, "stable": stable,
+                    "generation": generation})
+    elif decision == "promote":
+        print(f"promoted: every worker gets generation {generation}")
+    else:
+        print(f"rolled back: generation {candidate} is withdrawn; every worker gets generation "
+              f"{generation}, the content of generation {stable} (the sources' version stays "
+              "out until they change)")
+    return EXIT_OK
+
+
+def _no_rollout(status: Status) -> str:
+    """Why ``rollout`` has nothing to decide, with the last rollout's end."""
+    text = f"no rollout is running for {status.name!r}"
+    last = status.last_rollout
+    if last:
+        text += (f" (the last one: generation {last.get('candidate')} {last.get('outcome')}"
+                 f"{_since(last.get('ended_ns'), 'at')})")
+    elif status.publisher_alive and status.service.get("rollout_policy") is None:
+        text += ("; its publisher sends each change to every worker at once (start it with "
+                 "--canary N to roll changes out)")
+    return text
+
+
+def _no_publisher_for_rollout(status: Status, decision: str) -> str:
+    """No publisher runs to carry out ``decision``: what a restart does, exactly."""
+    rollout = status.rollout
+    assert rollout is not None
+    name, candidate = status.name, rollout["candidate"]
+    sources = status.service.get("sources") or status.sources
+    command = f"shmconf publish {name} " + (" ".join(f"-c {s}" for s in sources)
+                                           if sources else "-c FILE")
+    text = (f"no publisher of {name!r} is running to {decision} the rollout of generation "
+            f"{candidate} (its canaries hold it, every other worker generation "
+            f"{rollout['stable']}). A publisher rolls an unfinished candidate back when it "
+            f"starts: run `{command}` with its usual options")
+    if decision == "promote":
+        return (text + "; with --canary it then rolls the sources' version out again, from "
+                f"its first step: promote that one with `shmconf rollout {name} promote`")
+    return (text + "; it then publishes what the sources hold (with --canary, as a new "
+            "rollout): to keep the candidate from coming back, restore the sources first")
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     from shmconf.status import read_service_status
 
@@ -736,6 +1021,113 @@ def _publish_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-without-source", action="store_true",
                    help="if a source is missing, down or invalid at start, serve the last "
                         "good version until it is back")
+    rollout = p.add_argument_group(
+        "rollout", "roll each change out to a few canary workers first, then promote it to "
+                   "all or roll it back by their health (docs/rollout.md); the options "
+                   "below --canary need it")
+    rollout.add_argument("--canary", type=_rollout_size, metavar="N|P%",
+                         help="workers that get a change first: a number, or a share like 10%%")
+    rollout.add_argument("--bake", type=duration, metavar="DURATION",
+                         help="how long each step runs before it is judged (default 60s)")
+    rollout.add_argument("--steps", type=_rollout_steps, metavar="P%,...",
+                         help="further steps after the canaries, each a number or a share "
+                              "(25%%,50%%: then a quarter, half, all)")
+    rollout.add_argument("--min-requests", type=_whole_number, metavar="N",
+                         help="requests the canaries must serve before a step is judged "
+                              "healthy (default 10; 0: time alone decides)")
+    rollout.add_argument("--max-failure-increase", type=_failure_increase, metavar="F",
+                         help="roll back when the canaries' failure ratio exceeds the other "
+                              "workers' by more than F: 0.05 or 5%% (the default)")
+
+
+#: The options of ``publish`` that shape a rollout, beside ``--canary``.
+_ROLLOUT_OPTIONS: Final = {"bake": ("--bake", "bake_s"), "steps": ("--steps", "steps"),
+                           "min_requests": ("--min-requests", "min_requests"),
+                           "max_failure_increase": ("--max-failure-increase",
+                                                    "max_failure_increase")}
+
+
+def _rollout_size(text: str) -> int | str:
+    """A number of workers, or a share ``P%``, as ``Rollout`` takes it (an argparse type)."""
+    try:
+        return Rollout(canary=text).canary
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of workers (1, 2, ...) or a share of them "
+            "(10%, up to 100%)") from None
+
+
+def _rollout_steps(text: str) -> tuple[int | str, ...]:
+    """``25%,50%`` (or ``2,4``): the steps after the canaries."""
+    sizes = [part.strip() for part in text.split(",")]
+    if not all(sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: write the steps comma-separated, "
+                                          "each a number of workers or a share (25%,50%)")
+    return tuple(_rollout_size(size) for size in sizes)
+
+
+def _whole_number(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _failure_increase(text: str) -> float:
+    """``0.05`` or ``5%``: a share between 0 and 1."""
+    body = text.strip()
+    try:
+        value = float(body[:-1]) / 100 if body.endswith("%") else float(body)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:  # also NaN
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a share between 0 and 1 (0.05) or a percentage (5%)")
+    return value
+
+
+def rollout_policy(args: argparse.Namespace) -> Rollout | None:
+    """The ``Rollout`` that ``publish``'s options describe, or None without ``--canary``.
+
+    Raises ``argparse.ArgumentTypeError`` (a usage error) for an option that
+    shapes a rollout given without ``--canary``.
+    """
+    given = {key: getattr(args, key) for key in _ROLLOUT_OPTIONS
+             if getattr(args, key) is not None}
+    if args.canary is None:
+        if given:
+            named = ", ".join(_ROLLOUT_OPTIONS[key][0] for key in given)
+            raise argparse.ArgumentTypeError(
+                f"{named} shape{'s' if len(given) == 1 else ''} a rollout, which starts "
+                "with canaries: add --canary N (or a share, --canary 10%), or leave "
+                f"{'it' if len(given) == 1 else 'them'} out")
+        return None
+    try:
+        return Rollout(canary=args.canary,
+                       **{_ROLLOUT_OPTIONS[key][1]: value for key, value in given.items()})
+    except ValueError as exc:  # each option was checked alone: a safety net
+        raise argparse.ArgumentTypeError(f"rollout: {exc}") from None
+
+
+def _rollout_command_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("decision", choices=("promote", "abort"),
+                   help="promote: every worker gets the candidate; abort: every worker gets "
+                        "the stable content again, as a new generation")
+    p.add_argument("--timeout", type=duration, default=DEFAULT_REPLY_TIMEOUT_S,
+                   metavar="DURATION", help="how long to wait for the running publisher "
+                                            "(default 10s; 0: do not wait)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
+
+
+def _check_publish(
+    parser: argparse.ArgumentParser
+) -> Callable[[argparse.Namespace], None]:
+    """``publish``'s checks across options, as usage errors of its parser (exit 2)."""
+    def check(args: argparse.Namespace) -> None:
+        try:
+            args.rollout = rollout_policy(args)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(str(exc))
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -779,6 +1171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("publish", cmd_publish, "publish files and keep them published until SIGTERM")
     sources(p)
     _publish_options(p)
+    p.set_defaults(check=_check_publish(p))
 
     p = add("validate", cmd_validate,
             "load, merge and validate sources as the publisher would; publish nothing",
@@ -815,6 +1208,10 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="DURATION", help="how long to wait for the running publisher "
                                             "(default 10s; 0: do not wait)")
 
+    _rollout_command_options(add(
+        "rollout", cmd_rollout,
+        "promote the running rollout's candidate to every worker now, or abort it"))
+
     p = add("reload", cmd_reload, "ask the running publisher to reload now")
     p.add_argument("--timeout", type=duration, default=DEFAULT_REPLY_TIMEOUT_S,
                    metavar="DURATION", help="how long to wait for the publisher's answer "
@@ -829,6 +1226,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check = getattr(args, "check", None)
+    if check is not None:
+        check(args)  # checks across options: usage errors, exit 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

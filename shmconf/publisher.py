@@ -373,6 +373,10 @@ class Publisher:
         While a rollback is pinned (see :class:`~shmconf.history.Pin`), sources
         that still hold what they held at the rollback publish nothing.
         """
+        if not self._sources and self._digest is not None:
+            # Nothing to load: what publish() published stays (a start() or a
+            # SIGHUP of a publisher without sources must not publish {}).
+            return self.generation
         loaded = self.load()
         instance = self.validate(loaded.data, loaded.origin_of)
         pin = self.history.pin()

@@ -107,6 +107,14 @@ class Service:
             request = orjson.loads(raw)
             outcome["id"] = request.get("id")
             action = request.get("action")
+            running = self.publisher.rollout
+            if action == "rollout" and request.get("candidate") not in (
+                    None, running.candidate if running is not None else None):
+                # A newer change replaced the candidate the person decided about.
+                now = f"now {running.candidate}" if running is not None else "none runs now"
+                raise ShmconfError(f"generation {request['candidate']} is no longer the "
+                                   f"candidate ({now}): look again with `shmconf status`, "
+                                   "then decide")
             if action == "rollback":
                 outcome["generation"] = self.publisher.rollback(request.get("to"))
             elif action == "rollout" and request.get("decision") == "promote":

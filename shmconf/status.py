@@ -46,6 +46,9 @@ class ReaderStatus:
     refused: int = 0
     #: ``time.time_ns()`` when it adopted the generation it holds.
     adopted_ns: int = 0
+    #: The publisher made it a canary of the running rollout: it follows the
+    #: candidate, not the stable generation (docs/rollout.md).
+    canary: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,14 @@ class Status:
     supervisor: dict[str, Any] = field(default_factory=dict)
     #: The publisher's last heartbeat (ns since the epoch; 0 before the first).
     heartbeat_ns: int = 0
+    #: The running rollout (docs/rollout.md), or None: the anchor's rollout id,
+    #: candidate and stable generation, the live canaries from the reader
+    #: table, and the running publisher's view of it (step, health, bake
+    #: time left, what it waits for) from its status file.
+    rollout: dict[str, Any] | None = None
+    #: How the last rollout ended, as the running (or last) publisher recorded
+    #: it: outcome, candidate, stable, generation, reason, health.
+    last_rollout: dict[str, Any] | None = None
 
     @property
     def age_s(self) -> float | None:
@@ -96,6 +107,11 @@ class Status:
         out["age_s"] = self.age_s
         out["slot_use"] = self.slot_used / self.slot_capacity if self.slot_capacity else 0.0
         return out
+
+    @property
+    def candidate(self) -> int | None:
+        """The running rollout's candidate generation, or None when no rollout runs."""
+        return None if self.rollout is None else int(self.rollout["candidate"])
 
     def laggards(self, generation: int) -> list[ReaderStatus]:
         """Live readers that hold a generation older than ``generation``."""
@@ -205,12 +221,17 @@ def collect(
         words = anchor.words
         pid = int(words[L.A_PUBLISHER_PID])
         heartbeat_ns = int(words[L.A_HEARTBEAT_NS])
+        rollout_id = int(words[L.A_ROLLOUT])
         # The data segment and the table are the anchor's writer's.
         writer = frozenset({anchor.stat().st_uid})
-        listed, full, unlisted = read_readers(name, reclaim=reclaim, trusted_uids=writer)
+        listed, full, unlisted = read_readers(name, reclaim=reclaim, trusted_uids=writer,
+                                              rollout=rollout_id)
         generation, meta, published_ns, used = _published_meta(name, words, writer)
-        readers = plausible_readers(listed, generation)
+        # Canaries hold the candidate, above the stable generation.
+        candidate = int(words[L.A_CANARY_GENERATION]) if rollout_id else generation
+        readers = plausible_readers(listed, max(generation, candidate))
         alive = publisher_alive(pid, heartbeat_ns)
+        service = read_service_status(name)
         return Status(
             name=name,
             generation=generation,
@@ -226,16 +247,59 @@ def collect(
             slot_used=used,
             data_serial=int(words[L.A_DATA_SERIAL]),
             readers=readers,
-            service=read_service_status(name),
+            service=service,
             readers_table_full=full,
             readers_unlisted=unlisted,
             readers_ignored=len(listed) - len(readers),
             publisher_dead_since_ns=heartbeat_ns if pid and heartbeat_ns and not alive else None,
             supervisor=read_supervisor_status(name),
             heartbeat_ns=heartbeat_ns,
+            rollout=running_rollout(rollout_id, candidate, generation, service,
+                                    None if unlisted else readers),
+            last_rollout=_dict_or_none(service.get("last_rollout")),
         )
     finally:
         anchor.close()
+
+
+def _dict_or_none(value: object) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, dict) else None
+
+
+#: The keys of ``Status.rollout``: ``RolloutRun.to_json()``'s; those the
+#: running publisher has not reported are None.
+ROLLOUT_KEYS: Final = ("id", "candidate", "stable", "started_ns", "step", "steps", "step_size",
+                       "bake_left_s", "canaries", "canary_health", "stable_health", "waiting",
+                       "policy")
+
+
+def running_rollout(
+    rollout_id: int, candidate: int, stable: int, service: dict[str, Any],
+    readers: list[ReaderStatus] | None,
+) -> dict[str, Any] | None:
+    """The running rollout: the anchor's words, the table's canaries, the publisher's view.
+
+    The anchor decides whether one runs (``status.json`` may lag by a second
+    or come from a publisher that died); the publisher's view is used only
+    when it is of this rollout. ``bake_left_s`` is counted down from when
+    the publisher wrote it. ``readers``: the listed readers, None when the
+    table cannot be read (then the publisher's list of canaries is shown).
+    """
+    if not rollout_id:
+        return None
+    found = dict.fromkeys(ROLLOUT_KEYS)
+    reported = service.get("rollout")
+    if isinstance(reported, dict) and reported.get("id") == rollout_id:
+        found.update((k, v) for k, v in reported.items() if k in found)
+        if isinstance(found["bake_left_s"], (int, float)) and service.get("updated_ns"):
+            written_ago = max(0.0, (time.time_ns() - int(service["updated_ns"])) / 1e9)
+            found["bake_left_s"] = round(max(0.0, found["bake_left_s"] - written_ago), 2)
+    found.update(id=rollout_id, candidate=candidate, stable=stable)
+    if readers is not None:
+        found["canaries"] = sorted(r.pid for r in readers if r.alive and r.canary)
+    elif found["canaries"] is None:
+        found["canaries"] = []
+    return found
 
 
 def _pid_max() -> int:
@@ -249,6 +313,9 @@ def _pid_max() -> int:
 def plausible_readers(readers: list[ReaderStatus], published: int) -> list[ReaderStatus]:
     """The entries a reader could have written: a real pid, a generation that was published.
 
+    ``published``: the newest generation any reader may hold: the running
+    rollout's candidate, else the published generation.
+
     Readers write the table, so a group member can write entries too; those
     that no reader could have written are left out of listings, waits and
     metrics (``Status.readers_ignored`` counts them).
@@ -259,12 +326,14 @@ def plausible_readers(readers: list[ReaderStatus], published: int) -> list[Reade
 
 
 def read_readers(
-    name: str, *, reclaim: bool = False, trusted_uids: frozenset[int] | None = None
+    name: str, *, reclaim: bool = False, trusted_uids: frozenset[int] | None = None,
+    rollout: int = 0,
 ) -> tuple[list[ReaderStatus], bool, str | None]:
     """The reader table of ``name``: ``(readers, table full, why unlisted)``.
 
     With ``reclaim`` (and write access), entries of processes that are gone
-    are cleared after they were read, so each shows once as dead.
+    are cleared after they were read, so each shows once as dead. ``rollout``:
+    the running rollout's id (the anchor's ``A_ROLLOUT``), to mark its canaries.
     """
     block: SharedBlock
     try:
@@ -282,7 +351,8 @@ def read_readers(
         if not table.SUPPORTED:
             return [], False, "reader listing needs Linux (open file description locks)"
         readers = [
-            ReaderStatus(e.pid, e.generation, e.alive, e.idle_adoption, e.refused, e.adopted_ns)
+            ReaderStatus(e.pid, e.generation, e.alive, e.idle_adoption, e.refused, e.adopted_ns,
+                         e.canary_in(rollout))
             for e in table.entries(block)
         ]
         full = table.is_full(block)

@@ -30,7 +30,7 @@ def test_version() -> None:
 
 
 @pytest.mark.parametrize("command", ["publish", "validate", "status", "show", "history",
-                                     "diff", "rollback", "reload", "unlink"])
+                                     "diff", "rollback", "rollout", "reload", "unlink"])
 def test_every_option_has_help(command: str) -> None:
     from shmconf.cli import build_parser
 

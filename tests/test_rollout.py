@@ -465,3 +465,17 @@ def test_readers_never_see_a_torn_or_older_snapshot_while_candidates_come_and_go
             continue
         assert held_candidates == set(), f"worker {pid} held candidates {held_candidates}"
     assert any(set(results[pid]["held"]) & never_promoted for pid in canary_pids)
+
+
+def test_starting_a_publisher_without_sources_keeps_what_it_published(name: str) -> None:
+    publisher = Publisher(name, rollout=FAST)
+    try:
+        publisher.publish({"a": 1})
+        publisher.start()  # it has nothing to load: no candidate of {}, no {} at all
+        with shmconf.attach(name) as reader:
+            assert reader.get() == {"a": 1}
+            assert reader.generation == 1
+        assert publisher.rollout is None
+    finally:
+        publisher.stop()
+        publisher.unlink()

@@ -17,7 +17,9 @@ generations it is behind, read from the reader table that workers update
 only when they adopt a new generation; and the publisher's health: its last
 heartbeat (with ``shmconf_publisher_up`` 0, when it died), the restarts by
 its supervisor (publishers that an integration started), and whether each
-source (and the file watcher) is ok.
+source (and the file watcher) is ok; and the rollout (docs/rollout.md): whether
+one runs, its candidate and step, the canaries' and the other workers' requests
+and failures as the publisher judges them, and how the last one ended.
 
 ============================================== ========= ==========================
 metric                                         type      labels
@@ -36,6 +38,16 @@ shmconf_publish_duration_seconds               histogram name (publisher process
 shmconf_readers                                gauge     name
 shmconf_reader_generation                      gauge     name, pid
 shmconf_reader_lag                             gauge     name, pid
+shmconf_rollout_running                        gauge     name
+shmconf_rollout_candidate_generation           gauge     name (while one runs)
+shmconf_rollout_step                           gauge     name (while one runs)
+shmconf_rollout_steps                          gauge     name (while one runs)
+shmconf_rollout_canaries                       gauge     name (while one runs)
+shmconf_rollout_bake_remaining_seconds         gauge     name (while one runs)
+shmconf_rollout_requests                       gauge     name, group (while one runs)
+shmconf_rollout_failures                       gauge     name, group (while one runs)
+shmconf_rollout_last_outcome                   gauge     name, outcome
+shmconf_rollout_last_end_timestamp_seconds     gauge     name
 ============================================== ========= ==========================
 """
 
@@ -67,6 +79,10 @@ DEFAULT_BUCKETS_S: Final = (
 REJECTION_REASONS: Final = ("source", "validation", "size", "io", "error")
 #: Readers shown one series each (those furthest behind); all are counted.
 MAX_READER_SERIES: Final = 256
+#: How a rollout ends (``Publisher.last_rollout["outcome"]``), as the
+#: ``outcome`` label of ``shmconf_rollout_last_outcome`` spells it.
+ROLLOUT_OUTCOMES: Final = {"promoted": "promoted", "rolled back": "rolled_back",
+                           "replaced": "replaced"}
 
 _INSTALL_HINT: Final = (
     "shmconf.integrations.prometheus needs prometheus_client: "
@@ -212,6 +228,46 @@ class ShmconfCollector:
                 "shmconf_reader_lag",
                 "Generations a live reader process is behind the published one.",
                 labels=["name", "pid"]),
+            **self._rollout_families(),
+        }
+
+    def _rollout_families(self) -> dict[str, Any]:
+        core = self._core
+        name_label = ["name"]
+        return {
+            "rollout_running": core.GaugeMetricFamily(
+                "shmconf_rollout_running",
+                "1 while a rollout's candidate is out to canary workers.", labels=name_label),
+            "rollout_candidate": core.GaugeMetricFamily(
+                "shmconf_rollout_candidate_generation",
+                "The running rollout's candidate generation (the canaries').", labels=name_label),
+            "rollout_step": core.GaugeMetricFamily(
+                "shmconf_rollout_step", "The running rollout's step, from 1.", labels=name_label),
+            "rollout_steps": core.GaugeMetricFamily(
+                "shmconf_rollout_steps", "Steps of the running rollout (the canaries' is the "
+                "first; promotion follows the last).", labels=name_label),
+            "rollout_canaries": core.GaugeMetricFamily(
+                "shmconf_rollout_canaries", "Live canary workers of the running rollout.",
+                labels=name_label),
+            "rollout_bake": core.GaugeMetricFamily(
+                "shmconf_rollout_bake_remaining_seconds",
+                "Seconds until the running rollout's step is judged (0: baked).",
+                labels=name_label),
+            "rollout_requests": core.GaugeMetricFamily(
+                "shmconf_rollout_requests",
+                "Requests in the running rollout: canary workers on the candidate, the "
+                "others (stable) on the stable generation.", labels=["name", "group"]),
+            "rollout_failures": core.GaugeMetricFamily(
+                "shmconf_rollout_failures",
+                "Failed requests in the running rollout, canary and stable workers.",
+                labels=["name", "group"]),
+            "rollout_last_outcome": core.GaugeMetricFamily(
+                "shmconf_rollout_last_outcome",
+                "1 for how the last rollout ended (promoted, rolled_back, replaced), 0 for "
+                "the others.", labels=["name", "outcome"]),
+            "rollout_last_end": core.GaugeMetricFamily(
+                "shmconf_rollout_last_end_timestamp_seconds",
+                "Unix time the last rollout ended.", labels=name_label),
         }
 
     def _from_publisher(self, families: dict[str, Any]) -> None:
@@ -231,9 +287,13 @@ class ShmconfCollector:
         anchor = publisher.writer.anchor
         families["heartbeat"].add_metric(label, int(anchor.words[L.A_HEARTBEAT_NS]) / 1e9)
         self._health(families)
+        run = publisher.rollout
         readers, _, _ = read_readers(self.name)
-        readers = plausible_readers(readers, generation)
+        # Canaries hold the candidate, above the published generation.
+        readers = plausible_readers(readers, max(generation, run.candidate if run else 0))
         self._readers(families, generation, [(r.pid, r.generation) for r in readers if r.alive])
+        self._rollout(families, run.to_json() if run is not None else None,
+                      publisher.last_rollout)
 
     def _from_status(self, families: dict[str, Any]) -> None:
         from shmconf.status import collect
@@ -252,6 +312,35 @@ class ShmconfCollector:
             self._rejections(families, dict(service.get("rejections") or {}))
         readers: list[ReaderStatus] = [r for r in status.readers if r.alive]
         self._readers(families, status.generation, [(r.pid, r.generation) for r in readers])
+        self._rollout(families, status.rollout, status.last_rollout)
+
+    def _rollout(self, families: dict[str, Any], rollout: Mapping[str, Any] | None,
+                 last: Mapping[str, Any] | None) -> None:
+        """The running rollout (``RolloutRun.to_json()`` or ``Status.rollout``) and the last one."""
+        label = [self.name]
+        families["rollout_running"].add_metric(label, 0.0 if rollout is None else 1.0)
+        if rollout is not None:
+            families["rollout_candidate"].add_metric(label, float(rollout["candidate"]))
+            families["rollout_canaries"].add_metric(label, float(len(rollout["canaries"] or ())))
+            # The rest is the publisher's view: absent until it reported one.
+            for key, family in (("step", "rollout_step"), ("steps", "rollout_steps"),
+                                ("bake_left_s", "rollout_bake")):
+                if isinstance(rollout.get(key), (int, float)):
+                    families[family].add_metric(label, float(rollout[key]))
+            for group in ("canary", "stable"):
+                health = rollout.get(f"{group}_health")
+                if isinstance(health, Mapping):
+                    families["rollout_requests"].add_metric(
+                        [self.name, group], float(health.get("requests") or 0))
+                    families["rollout_failures"].add_metric(
+                        [self.name, group], float(health.get("failures") or 0))
+        if last:
+            ended = ROLLOUT_OUTCOMES.get(str(last.get("outcome")))
+            for outcome in ROLLOUT_OUTCOMES.values():
+                families["rollout_last_outcome"].add_metric(
+                    [self.name, outcome], 1.0 if outcome == ended else 0.0)
+            if last.get("ended_ns"):
+                families["rollout_last_end"].add_metric(label, int(last["ended_ns"]) / 1e9)
 
     def _health(self, families: dict[str, Any], service: dict[str, Any] | None = None,
                 supervisor: dict[str, Any] | None = None) -> None:
