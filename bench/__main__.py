@@ -28,6 +28,7 @@ from bench import (
     publish_cost,
     read_latency,
     report,
+    rollout,
     scaling,
     supervision,
 )
@@ -50,6 +51,8 @@ MEASURES: dict[str, tuple[str, Callable[[Session, Pool], dict[str, Any]]]] = {
                       lambda s, p: idle_adoption.run(s)),
     "publisher_restart": ("shmconf: publisher killed -> a new one serving",
                           lambda s, p: supervision.run(s)),
+    "rollout": ("shmconf: a rollout, rolled back and promoted",
+                lambda s, p: rollout.run(s)),
     "idle_cpu": ("shmconf: idle publisher CPU", lambda s, p: publish_cost.idle_cpu(s)),
     "etcd_fanout": ("etcd: one etcd, N simulated hosts",
                     lambda s, p: etcd_fanout.bench_measure(s)),
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             for key, (title, measure) in MEASURES.items():
                 if only and key not in only:
                     continue
-                if key in ("first_request", "idle_adoption", "idle_cpu"):
+                if key in ("first_request", "idle_adoption", "rollout", "idle_cpu"):
                     pool.close()  # a quiet machine for the idle measures
                 conditions = {"loadavg": machine.loadavg()}
                 if not args.quick:

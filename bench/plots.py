@@ -50,6 +50,13 @@ def draw(results: dict[str, Any], img_dir: Path) -> None:
             fig.savefig(img_dir / "bench-shmconf-sizes.png")
     finally:
         plt.close(fig)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), gridspec_kw={"width_ratios": [1, 1.7]})
+    try:
+        if _plot_rollout(results, axes):
+            fig.tight_layout()
+            fig.savefig(img_dir / "bench-rollout.png")
+    finally:
+        plt.close(fig)
 
 
 def _wrap(text: str) -> str:
@@ -180,3 +187,98 @@ def _plot_sizes(results: dict[str, Any], axes: Any) -> bool:
         ax.legend(fontsize=7)
         drew = True
     return drew
+
+
+#: The rollout plot's colours, by the content a worker served.
+ROLLOUT_COLORS = {"stable": ("#d9d9d9", "#969696"), "bad": ("#d62728",), "good": ("#2ca02c",)}
+
+
+def _plot_rollout(results: dict[str, Any], axes: Any) -> bool:
+    """Per worker, the generation it served over time: a rollback, then a promotion."""
+    from matplotlib.patches import Patch
+
+    result = results.get("rollout")
+    if not ok(result):
+        return False
+    assert result is not None
+    if "timeline" not in result:
+        return False
+    timeline = result["timeline"]
+    workers = timeline["workers"]
+    # One colour per generation: stable content in greys (darker for later
+    # generations), the bad candidate red, the good one green.
+    colors: dict[int, str] = {}
+    names: dict[int, str] = {}
+    for held in sorted({(h[1], h[2]) for w in workers for h in w["held"]}):
+        generation, version = held
+        shades = ROLLOUT_COLORS.get(version, ("#333333",))
+        used = sum(1 for g in colors if names[g].startswith(version))
+        colors[generation] = shades[min(used, len(shades) - 1)]
+        names[generation] = version
+    panels = (
+        (axes[0], "bad", "rolled back", "#d62728",
+         f"a. Bad candidate (fail_rate 0.5): rolled back after "
+         f"{result['bad']['decision_s']:.2f} s"),
+        (axes[1], "good", "promoted", "#2ca02c",
+         f"b. Good candidate: {_steps_title(result)}, promoted after "
+         f"{result['good']['decision_s']:.2f} s"),
+    )
+    for ax, key, outcome, outcome_color, title in panels:
+        moments = timeline[key]
+        t0 = moments["published"]
+        start, end = -0.25, moments["decided"] - t0 + 0.35
+
+        def first(w: dict[str, Any], version: str, t0: float = t0) -> float:
+            return next((h[0] for h in w["held"] if h[2] == version and h[0] >= t0), 1e9)
+
+        order = sorted(workers, key=lambda w: (first(w, key), w["pid"]))
+        shown: dict[int, None] = {}
+        for lane, w in enumerate(order):
+            held = w["held"]
+            for i, (t, generation, _version, canary) in enumerate(held):
+                until = held[i + 1][0] if i + 1 < len(held) else t0 + end
+                left, right = max(t - t0, start), min(until - t0, end)
+                if right <= left:
+                    continue
+                shown[generation] = None
+                ax.broken_barh([(left, right - left)], (lane - 0.35, 0.7),
+                               facecolors=colors[generation],
+                               edgecolors="black" if canary else "none", linewidth=0.8)
+        ax.set_yticks(range(len(order)))
+        ax.set_yticklabels([f"pid {w['pid']}" for w in order], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(start, end)
+        # The moments, named on a second axis at the top: publish, steps, decision.
+        ticks, names_at, tick_colors = [0.0], ["published"], ["black"]
+        ax.axvline(0, color="black", linestyle="--", linewidth=0.9)
+        for n, t in enumerate(moments["steps"], start=2):
+            ax.axvline(t - t0, color="#ff7f0e", linestyle=":", linewidth=1.2)
+            ticks.append(t - t0)
+            names_at.append(f"step {n}")
+            tick_colors.append("#ff7f0e")
+        ax.axvline(moments["decided"] - t0, color=outcome_color, linewidth=1.2)
+        ticks.append(moments["decided"] - t0)
+        names_at.append(outcome)
+        tick_colors.append(outcome_color)
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(ticks, labels=names_at, fontsize=7)
+        for label_, color in zip(top.get_xticklabels(), tick_colors, strict=True):
+            label_.set_color(color)
+        ax.set_ylim(len(order) - 0.5, -0.5)
+        ax.set_xlabel("seconds since the candidate was published")
+        ax.set_title(title, fontsize=8.5)
+        ax.grid(axis="y", visible=False)
+        labels = {"stable": "stable content", "bad": "bad candidate", "good": "good candidate"}
+        handles = [Patch(facecolor=colors[g], label=f"generation {g}: "
+                         f"{labels.get(names[g], names[g])}") for g in sorted(shown)]
+        handles.append(Patch(facecolor="white", edgecolor="black", label="while a canary"))
+        ax.legend(handles=handles, fontsize=6.5, loc="upper center", ncol=2,
+                  bbox_to_anchor=(0.5, -0.17), frameon=False)
+    axes[0].set_ylabel(f"worker processes ({result['workers']})")
+    return True
+
+
+def _steps_title(result: dict[str, Any]) -> str:
+    policy = result["policy"]
+    sizes = [str(policy["canary"]), *[str(s) for s in policy["steps"]], "all"]
+    return " -> ".join(sizes) + f", {policy['bake_s']:g} s each"

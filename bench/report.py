@@ -738,8 +738,9 @@ def _rollout(result: Any, img: str) -> str:
         f"{ROLLOUT_TICK_S:g} s, so a candidate this bad is rolled back within about "
         f"{ROLLOUT_FLUSH_S + ROLLOUT_TICK_S:g} s of reaching its canaries, whatever the bake "
         "time. The rollback is the stable content published again as a new generation, for "
-        "every worker; the last canary served it again "
-        f"{ms((bad['all_stable_content_s'] - bad['decision_s']) * 1e3)} after the decision, "
+        "every worker; the last canary served it again within "
+        f"{ms(max(bad['all_stable_content_s'] - bad['decision_s'], 0.001) * 1e3)} of the "
+        "decision (its next request), "
         "and " + ("no other worker ever served the candidate." if bad["only_canaries"] else
                   "**a worker that was no canary served the candidate too**."),
         "",

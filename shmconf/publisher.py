@@ -24,6 +24,7 @@ import dataclasses
 import grp
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -172,6 +173,11 @@ class Publisher:
         self._run: RolloutRun | None = None
         #: How the last rollout ended, as ``status`` shows it.
         self.last_rollout: dict[str, Any] | None = None
+        # publish() may come from the application's thread while the service
+        # judges the rollout and heartbeats on its own: one at a time.
+        self._writing = threading.RLock()
+        #: Set by a running service: asks its loop to judge the rollout now.
+        self.wake_service: Callable[[], object] | None = None
         #: The class snapshots are validated with (see shmconf.model).
         self._snapshot_model = snapshot_model(model) if model is not None else None
         if model is not None and env_prefix and is_settings(model):
@@ -453,6 +459,22 @@ class Publisher:
         revisions: Mapping[str, int] | None = None,
         rollout_note: str = "",
     ) -> int:
+        with self._writing:
+            return self._publish_locked(data, instance, origin=origin,
+                                        source_names=source_names, force=force,
+                                        revisions=revisions, rollout_note=rollout_note)
+
+    def _publish_locked(
+        self,
+        data: Mapping[str, Any],
+        instance: Any,
+        *,
+        origin: str,
+        source_names: Sequence[str],
+        force: bool,
+        revisions: Mapping[str, int] | None,
+        rollout_note: str,
+    ) -> int:
         started = time.perf_counter()
         data, payload = self._serialize(data, instance)
         digest = content.digest(payload)
@@ -512,6 +534,11 @@ class Publisher:
     @property
     def _model_name(self) -> str | None:
         return getattr(self.model, "__name__", None)
+
+    def heartbeat(self) -> None:
+        """The writer's heartbeat (the service calls it every second)."""
+        with self._writing:
+            self.writer.heartbeat()
 
     # -- rollouts (docs/rollout.md) ---------------------------------------------------
 
@@ -577,6 +604,9 @@ class Publisher:
                                if previous else {})
         if previous is not None:
             self._rollout_ended(previous, "replaced", f"replaced by candidate {generation}")
+        self.rollout_tick()  # its canaries now, not at the service's next tick
+        if self.wake_service is not None:
+            self.wake_service()  # judged every ROLLOUT_TICK_S from now on
         return generation
 
     def rollout_tick(self) -> str | None:
@@ -584,6 +614,10 @@ class Publisher:
 
         The service calls this several times a second while a rollout runs.
         """
+        with self._writing:
+            return self._rollout_tick()
+
+    def _rollout_tick(self) -> str | None:
         run = self._run
         if run is None:
             return None
@@ -604,6 +638,7 @@ class Publisher:
                 writer.assign_canary(entry.slot, entry.pid, run.id)
                 run.canaries[entry.slot] = entry.pid
             writer.wake_readers()
+            run.staffed()  # the step's bake runs from its canaries' start
             log.info("config %r: rollout of generation %d, step %d: canaries %s", self.name,
                      run.candidate, run.step + 1,
                      ", ".join(str(p) for p in sorted(run.canaries.values())))
@@ -620,6 +655,10 @@ class Publisher:
 
     def promote(self, reason: str = "promoted by a person") -> int:
         """Give the running rollout's candidate to every worker now; returns its generation."""
+        with self._writing:
+            return self._promote(reason)
+
+    def _promote(self, reason: str) -> int:
         run = self._run
         if run is None:
             raise ShmconfError(f"config {self.name!r}: no rollout is running")
@@ -640,6 +679,10 @@ class Publisher:
         :meth:`rollback`: sources that still hold the candidate publish
         nothing until they change.
         """
+        with self._writing:
+            return self._abort_rollout(reason)
+
+    def _abort_rollout(self, reason: str) -> int:
         run = self._run
         if run is None:
             raise ShmconfError(f"config {self.name!r}: no rollout is running")

@@ -177,6 +177,7 @@ class Service:
     def _begin(self) -> None:
         """Arm the watcher, then publish the initial config (which must be good)."""
         publisher = self.publisher
+        publisher.wake_service = lambda: self._events.put("tick")
         paths = publisher.watch_paths()
         if paths:
             from shmconf.watch import Watcher
@@ -222,7 +223,7 @@ class Service:
         if now < self._heartbeat_due:
             return
         self._heartbeat_due = now + HEARTBEAT_S
-        self.publisher.writer.heartbeat()
+        self.publisher.heartbeat()
         # Compared whole: a new error, failure count or retry time is news too,
         # while a steady state costs one comparison and no write.
         if self.health() != self._written_health:
@@ -239,6 +240,9 @@ class Service:
                 continue
             if event == "stop":
                 return
+            if event == "tick":  # a candidate published from another thread
+                self._tick()
+                continue
             if event == "reload":
                 event = self._coalesce_reloads()
                 if event == "stop":
@@ -266,6 +270,7 @@ class Service:
                 event = "hup"
 
     def _end(self) -> None:
+        self.publisher.wake_service = None
         while self._source_watches:
             self._source_watches.pop()()
         if self._watcher is not None:

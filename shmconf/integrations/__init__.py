@@ -6,6 +6,8 @@ what it uses (none of them imports its server at import time):
 * ``shmconf.integrations.gunicorn``: ``ShmconfHooks``, gunicorn server hooks.
 * ``shmconf.integrations.uvicorn``: ``lifespan``, an ASGI wrapper for
   ``uvicorn --workers N`` and other ASGI servers.
+* ``shmconf.integrations.wsgi``: ``HealthMiddleware``, which counts requests
+  for rollouts under WSGI servers other than gunicorn (whose hooks do it).
 * ``shmconf.integrations.multiprocessing``: ``initializer`` for ``Pool`` and
   ``ProcessPoolExecutor``.
 * ``shmconf.integrations.process``: ``PublisherProcess``, a publisher in a

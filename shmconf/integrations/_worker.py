@@ -15,7 +15,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from shmconf import _current
 from shmconf.errors import NotAttachedError
@@ -23,6 +23,11 @@ from shmconf.model import import_model
 from shmconf.reader import Reader, attach
 
 log = logging.getLogger("shmconf.integrations")
+
+#: The WSGI environ key :class:`~shmconf.integrations.wsgi.HealthMiddleware`
+#: sets on a request it counts, so that gunicorn's ``post_request`` hook,
+#: installed as well, does not count it twice.
+COUNTED_KEY: Final = "shmconf.counted"
 
 #: ``on_attach(reader)``: called in each worker right after it attached.
 AttachHook = Callable[[Reader[Any]], object]
@@ -56,8 +61,6 @@ def model_spec(model: type[Any] | str | None) -> tuple[type[Any] | None, str | N
             "config file or a function), or pass the import string 'pkg.module:Class'"
         )
     return model, spec
-
-
 
 
 def attach_worker(

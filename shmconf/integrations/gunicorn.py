@@ -8,8 +8,22 @@ In ``gunicorn.conf.py``::
     hooks = ShmconfHooks("myapp", sources=["app.yaml"], model=Settings)
     on_starting, post_fork, on_exit = hooks.on_starting, hooks.post_fork, hooks.on_exit
     on_reload, worker_exit = hooks.on_reload, hooks.worker_exit   # optional
+    pre_request, post_request = hooks.pre_request, hooks.post_request  # rollouts
 
 and in the application, ``shmconf.current()``.
+
+With a rollout (``ShmconfHooks(..., rollout={"canary": 1, "bake_s": 60})``,
+docs/rollout.md) the publisher judges a new version by the requests its
+canary workers serve. ``post_request`` counts them: one request per call, a
+failure when the app raised or answered 5xx. ``pre_request`` is optional: it
+notes the generation a request started under, so that a request during which
+the worker switched versions counts for neither. Both are gunicorn's own
+server hooks, run by the sync, gthread, eventlet and gevent workers; uvicorn
+workers do not run them, and there the ASGI wrapper of
+:mod:`shmconf.integrations.uvicorn` counts instead. Use these hooks or
+:class:`shmconf.integrations.wsgi.HealthMiddleware`, not both; should both be
+installed, the middleware marks the requests it counted in the environ and
+``post_request`` leaves them alone.
 
 Why the publisher is a child process and not a thread of the master:
 gunicorn forks its workers from the master, and ``fork`` copies a thread's
@@ -47,11 +61,19 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from shmconf.errors import ShmconfError
-from shmconf.integrations._worker import AttachHook, attach_worker, detach_worker, model_spec
+from shmconf.integrations._worker import (
+    COUNTED_KEY,
+    AttachHook,
+    attach_worker,
+    detach_worker,
+    existing_reader,
+    model_spec,
+)
 from shmconf.integrations.process import (
     DEFAULT_START_TIMEOUT_S,
     DEFAULT_STOP_TIMEOUT_S,
@@ -96,7 +118,9 @@ class ShmconfHooks:
         metrics_port: serve the publisher's Prometheus metrics on this port.
         unlink_on_exit: remove the segment and the lock file in ``on_exit``.
         **publisher_options: keywords for :class:`~shmconf.Publisher`
-            (``debounce``, ``poll``, ``history``, ``runtime_dir``, ...).
+            (``debounce``, ``poll``, ``history``, ``runtime_dir``, ...);
+            ``rollout`` takes a :class:`~shmconf.Rollout` or its keywords
+            (install ``post_request`` too, which counts the requests).
 
     Building the hooks does nothing else: gunicorn builds them again on every
     HUP, and ``gunicorn --check-config`` builds them without running them.
@@ -275,6 +299,48 @@ class ShmconfHooks:
         entry is freed when ``shmconf status`` finds the process gone.
         """
         detach_worker(self.name)
+
+    # -- requests: health for rollouts (docs/rollout.md) ------------------------------
+
+    def pre_request(self, worker: Any, req: Any) -> None:
+        """Note the generation the request starts under (gunicorn ``pre_request``; optional).
+
+        With it, :meth:`post_request` leaves out a request during which this
+        worker switched versions: its outcome belongs to neither. Never raises.
+        """
+        try:
+            reader = existing_reader(self.name)
+            if reader is not None:
+                req.shmconf_generation = reader.generation
+        except Exception:  # noqa: S110 - a hook must never fail a request
+            pass
+
+    def post_request(self, worker: Any, req: Any, environ: Any, resp: Any) -> None:
+        """Count the request for the version this worker holds (gunicorn ``post_request``).
+
+        A failure is a request the app raised on (gunicorn answers 500 itself;
+        also after the response started) or answered with a 5xx status. A
+        request that never reached the app (gunicorn could not parse it) is
+        not counted, nor one that :class:`~shmconf.integrations.wsgi.HealthMiddleware`
+        counted already. gunicorn runs this in a ``finally``, after every
+        request; it never raises, and costs a few attribute loads.
+        """
+        try:
+            reader = existing_reader(self.name)
+            if (reader is None or resp is None
+                    or getattr(req, "shmconf_generation", reader.generation) != reader.generation
+                    or (environ and environ.get(COUNTED_KEY))):
+                return
+            status = getattr(resp, "status_code", None)  # set by start_response
+            # Inside gunicorn's `finally`: the exception on its way out, if
+            # any. A client that went away (OSError) is not the app's failure.
+            raised = sys.exc_info()[0]
+            reader.count_request(
+                failed=status is None or status >= 500
+                or (raised is not None and not issubclass(raised, OSError))
+            )
+        except Exception:  # noqa: S110 - a hook must never fail a request
+            pass
 
     def reader(self) -> Reader[Any]:
         """This worker's reader (the same as ``shmconf.current_reader()``)."""

@@ -94,12 +94,18 @@ def _portable_sources(sources: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 def _portable_options(options: dict[str, Any]) -> dict[str, Any]:
     from shmconf.publisher import Publisher
+    from shmconf.rollout import Rollout
 
     known = set(inspect.signature(Publisher).parameters) - _NOT_PORTABLE
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"unknown Publisher option(s): {', '.join(unknown)}")
     out = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items()}
+    rollout = Rollout.of(out.get("rollout"))
+    if rollout is not None:
+        # A policy (or its keywords, checked here so that a typo fails in the
+        # master, not in the child) travels as its plain keywords.
+        out["rollout"] = rollout.to_json()
     try:
         orjson.dumps(out)
     except TypeError as exc:

@@ -14,6 +14,14 @@ one; at shutdown it closes the reader. Each HTTP request runs inside
 ``reader.pinned()``: ``shmconf.current()`` returns one snapshot for
 the whole request, whatever is published meanwhile.
 
+Each HTTP request is also counted for rollouts (docs/rollout.md): the
+publisher judges a new version by the requests its canary workers serve. A
+request fails when the app raises (the exception goes on to the server) or
+answers 5xx, or returns without starting a response; a request during which
+the worker switched versions counts for neither. This works under gunicorn's
+uvicorn workers too, which do not run gunicorn's ``pre_request`` and
+``post_request`` hooks.
+
 No publisher is started here: ``uvicorn --workers N`` has no master hook
 that could own one. Run ``shmconf publish`` next to the server (a systemd
 unit, a sidecar), or start a
@@ -26,9 +34,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shmconf.integrations._worker import AttachHook, attach_worker, detach_worker, existing_reader
+
+if TYPE_CHECKING:
+    from shmconf.reader import Reader
 
 log = logging.getLogger("shmconf.integrations.uvicorn")
 
@@ -68,19 +79,39 @@ class ShmconfLifespan:
         self._owns_reader = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        kind = scope["type"]
+        if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        # A WebSocket is not pinned: it may live for days and should see new versions.
-        pin = self.pin_requests and scope["type"] == "http"
-        reader = existing_reader(self.name) if pin else None
+        # A WebSocket is neither pinned nor counted: it may live for days and
+        # should see new versions, and it has no status to judge.
+        reader = existing_reader(self.name) if kind == "http" else None
         if reader is None:
             await self.app(scope, receive, send)
             return
-        # The context variable set here belongs to this request's task, so
-        # concurrent requests in one worker each keep their own snapshot.
-        with reader.pinned():
-            await self.app(scope, receive, send)
+        generation = reader.generation
+        status = 0
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if self.pin_requests:
+                # The context variable set here belongs to this request's task, so
+                # concurrent requests in one worker each keep their own snapshot.
+                with reader.pinned():
+                    generation = reader.generation  # what get() gave the request
+                    await self.app(scope, receive, counting_send)
+            else:
+                await self.app(scope, receive, counting_send)
+        except Exception:
+            _count(reader, generation, failed=True)
+            raise
+        # No response started: the server answers 500 for the app.
+        _count(reader, generation, failed=not status or status >= 500)
 
     def _startup(self) -> None:
         self._owns_reader = existing_reader(self.name) is None
@@ -132,6 +163,13 @@ class ShmconfLifespan:
             await receive()  # lifespan.shutdown
             self._shutdown()
             await send({"type": "lifespan.shutdown.complete"})
+
+
+def _count(reader: Reader[Any], generation: int, *, failed: bool) -> None:
+    """Count a request for rollouts (docs/rollout.md), unless the worker switched
+    versions while it ran: its outcome then belongs to neither."""
+    if reader.generation == generation:
+        reader.count_request(failed)
 
 
 def _replay(first: Message, receive: Receive) -> Receive:
