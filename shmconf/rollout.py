@@ -188,7 +188,10 @@ class RolloutRun:
         """Decide from the reader table's ``entries`` what happens now."""
         now = time.monotonic() if now is None else now
         live = [e for e in entries if e.alive]
-        canaries = [e for e in live if e.canary_in(self.id)]
+        # Canaries are the entries this publisher assigned, by its own record:
+        # a group member can write the table, not this process's memory.
+        canaries = [e for e in live
+                    if e.canary_in(self.id) and self.canaries.get(e.slot) == e.pid]
         self.canaries = {e.slot: e.pid for e in canaries}
         canary, stable = Health(), Health()
         for entry in canaries:
@@ -198,7 +201,7 @@ class RolloutRun:
             if entry.generation == self.candidate:
                 canary.add(entry, self.id)
         for entry in live:
-            if not entry.canary_in(self.id) and entry.generation == self.stable:
+            if entry.slot not in self.canaries and entry.generation == self.stable:
                 stable.add(entry, self.id)
         self.canary_health, self.stable_health = canary, stable
         return self._judge_health(canaries) or self._progress(live, canaries, now)
@@ -227,7 +230,7 @@ class RolloutRun:
         if len(canaries) < wanted:
             # Each step's canaries (and a canary that exited) are made up
             # from the workers that still hold the stable version.
-            others = [e for e in eligible if not e.canary_in(self.id)]
+            others = [e for e in eligible if e.slot not in self.canaries]
             random.shuffle(others)
             others.sort(key=lambda e: e.generation != self.stable)
             return Verdict("grow", assign=others[:wanted - len(canaries)])

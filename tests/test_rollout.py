@@ -384,7 +384,8 @@ def entry(slot: int, generation: int, *, canary_of: int = 0, requests: int = 0,
 
 
 def test_the_judge_waits_for_enough_requests_after_the_bake() -> None:
-    run = RolloutRun(Rollout(canary=1, bake_s=0, min_requests=10), 9, 9, 8, "d", {})
+    run = RolloutRun(Rollout(canary=1, bake_s=0, min_requests=10), 9, 9, 8, "d", {},
+                     canaries={0: 100})
     entries = [entry(0, 9, canary_of=9, requests=4), entry(1, 8, requests=50)]
     verdict = run.judge(entries)
     assert verdict.action == "wait"
@@ -397,10 +398,20 @@ def test_the_judge_waits_for_enough_requests_after_the_bake() -> None:
 
 
 def test_the_judge_grows_the_canaries_from_stable_workers_first() -> None:
-    run = RolloutRun(Rollout(canary=2, bake_s=0), 9, 9, 8, "d", {})
+    run = RolloutRun(Rollout(canary=2, bake_s=0), 9, 9, 8, "d", {}, canaries={2: 102})
     verdict = run.judge([entry(0, 7), entry(1, 8), entry(2, 9, canary_of=9)])
     assert verdict.action == "grow"
     assert [e.slot for e in verdict.assign] == [1]
+
+
+def test_the_judge_counts_only_the_canaries_it_assigned() -> None:
+    """A group member can write the table; it cannot make itself a canary that counts."""
+    run = RolloutRun(Rollout(canary=1, bake_s=0, min_requests=5), 9, 9, 8, "d", {},
+                     canaries={0: 100})
+    forged = entry(1, 9, canary_of=9, requests=1000)  # self-assigned, all good
+    verdict = run.judge([entry(0, 9, canary_of=9, requests=10, failures=10), forged])
+    assert verdict.action == "rollback"
+    assert run.canaries == {0: 100}
 
 
 @pytest.mark.slow
