@@ -593,10 +593,8 @@ class Publisher:
         writer = self.writer
         rollout = writer.next_generation()  # the candidate's generation names its rollout
         previous = self._run
-        if previous is not None:
-            # The canaries stay canaries: they go straight to the new candidate.
-            for entry, pid in previous.canaries.items():
-                writer.assign_canary(entry, pid, rollout)
+        # A replaced candidate's canaries stay canaries (the anchor's list lasts
+        # until the rollout ends): they go straight to the new candidate.
         meta["rollout"] = rollout
         generation = writer.publish_candidate(payload, orjson.dumps(meta), now, rollout)
         self._run = RolloutRun(self.rollout_policy, rollout, generation, self.generation,
@@ -634,8 +632,8 @@ class Publisher:
             return "promote"
         verdict = run.judge(entries)
         if verdict.action == "grow":
-            for entry in verdict.assign:
-                writer.assign_canary(entry.slot, entry.pid, run.id)
+            added = writer.add_canaries([(e.slot, e.pid) for e in verdict.assign])
+            for entry in verdict.assign[:added]:
                 run.canaries[entry.slot] = entry.pid
             writer.wake_readers()
             run.staffed()  # the step's bake runs from its canaries' start

@@ -50,7 +50,7 @@ from shmconf.errors import (
 )
 from shmconf.protocol import layout as L
 from shmconf.protocol import table
-from shmconf.protocol.anchor import open_anchor
+from shmconf.protocol.anchor import canaries, open_anchor
 from shmconf.protocol.block import SharedBlock
 from shmconf.protocol.layout import anchor_shm_name, validate_name
 from shmconf.protocol.slot import open_data, read_slot
@@ -324,24 +324,17 @@ class Reader(Generic[T]):
     def _check_role(self) -> None:
         """Become a canary, or stop being one, as the reader table and anchor say.
 
-        The adoption thread asks at every wake: the publisher assigns
-        canaries in the table, then wakes every reader. A canary's fast path
+        The adoption thread asks at every wake: the publisher lists the
+        canaries in the anchor, then wakes every reader. A canary's fast path
         loads the canary word instead of the stable one: the same single
         load, from a view of the anchor that starts later.
         """
         rollout = int(self._full[L.A_ROLLOUT])
         if not rollout and not self._canary and not self._rollout_seen:
             return
-        canary = False
-        table_block, entry = self._table, self._entry
-        if rollout and table_block is not None and entry is not None:
-            with contextlib.suppress(OSError, ValueError):
-                assigned, pid = table.assignment(table_block, entry)
-                if assigned > rollout and pid == self._pid:
-                    # Kept for the publisher's next candidate, not published yet:
-                    # stay as we are rather than flap back to the stable version.
-                    return
-                canary = assigned == rollout and pid == self._pid
+        entry = self._entry
+        canary = (bool(rollout) and entry is not None
+                  and L.canary_key(entry, self._pid) in canaries(self._full))
         if rollout != self._rollout_seen:
             self._rollout_seen = rollout  # counts start again in each rollout
             self._health = [0, 0, 0]
@@ -353,7 +346,8 @@ class Reader(Generic[T]):
             self._words = self._canary_words
         else:
             # Back to the stable word: it may name a generation below the
-            # candidate this process held (the assignment was lost mid-rollout).
+            # candidate this process held (it dropped off the canary list
+            # mid-rollout: the table was made again, its entry changed).
             self._allow_back = True
             self._words = self._full
         self._canary = canary

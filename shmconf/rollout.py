@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from shmconf.protocol import layout as L
 from shmconf.protocol.table import ReaderEntry
 
 _PERCENT_RE: Final = re.compile(r"(\d+(?:\.\d+)?)%")
@@ -226,7 +227,8 @@ class RolloutRun:
         """Healthy so far: more canaries, more baking, the next step, or promote."""
         canary = self.canary_health
         eligible = [e for e in live if e.idle_adoption]
-        wanted = workers_for(self.policy.sizes[self.step], len(eligible))
+        wanted = min(workers_for(self.policy.sizes[self.step], len(eligible)),
+                     L.CANARY_LIST_MAX)
         if len(canaries) < wanted:
             # Each step's canaries (and a canary that exited) are made up
             # from the workers that still hold the stable version.

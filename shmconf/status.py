@@ -19,7 +19,7 @@ from shmconf import _paths
 from shmconf.errors import AnchorNotReady, SegmentError, SegmentNotFoundError, ShmconfError
 from shmconf.protocol import control, table
 from shmconf.protocol import layout as L
-from shmconf.protocol.anchor import open_anchor
+from shmconf.protocol.anchor import canaries, open_anchor
 from shmconf.protocol.block import SHM_DIR, SharedBlock
 from shmconf.protocol.layout import anchor_shm_name, validate_name
 from shmconf.protocol.slot import open_data, read_slot_meta
@@ -225,7 +225,7 @@ def collect(
         # The data segment and the table are the anchor's writer's.
         writer = frozenset({anchor.stat().st_uid})
         listed, full, unlisted = read_readers(name, reclaim=reclaim, trusted_uids=writer,
-                                              rollout=rollout_id)
+                                              rollout=rollout_id, canaries=canaries(words))
         generation, meta, published_ns, used = _published_meta(name, words, writer)
         # Canaries hold the candidate, above the stable generation.
         candidate = int(words[L.A_CANARY_GENERATION]) if rollout_id else generation
@@ -327,13 +327,14 @@ def plausible_readers(readers: list[ReaderStatus], published: int) -> list[Reade
 
 def read_readers(
     name: str, *, reclaim: bool = False, trusted_uids: frozenset[int] | None = None,
-    rollout: int = 0,
+    rollout: int = 0, canaries: frozenset[int] = frozenset(),
 ) -> tuple[list[ReaderStatus], bool, str | None]:
     """The reader table of ``name``: ``(readers, table full, why unlisted)``.
 
     With ``reclaim`` (and write access), entries of processes that are gone
-    are cleared after they were read, so each shows once as dead. ``rollout``:
-    the running rollout's id (the anchor's ``A_ROLLOUT``), to mark its canaries.
+    are cleared after they were read, so each shows once as dead. ``rollout``
+    and ``canaries``: the running rollout's id and the anchor's canary list
+    (``protocol.anchor.canaries``), to mark its canaries.
     """
     block: SharedBlock
     try:
@@ -353,7 +354,7 @@ def read_readers(
         readers = [
             ReaderStatus(e.pid, e.generation, e.alive, e.idle_adoption, e.refused, e.adopted_ns,
                          e.canary_in(rollout))
-            for e in table.entries(block)
+            for e in table.entries(block, rollout, canaries)
         ]
         full = table.is_full(block)
         if reclaim:

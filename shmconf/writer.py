@@ -15,6 +15,7 @@ lock around its :class:`Writer` for its whole life.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import logging
 import os
@@ -48,7 +49,7 @@ _MAX_UNRECORDED: Final = 1 << 32
 _WORD_NAMES: Final = {L.A_GENERATION: "generation", L.A_DATA_SERIAL: "data_serial",
                       L.A_SLOT_CAPACITY: "slot_capacity", L.A_PUBLISHER_PID: "publisher_pid",
                       L.A_FLAGS: "flags", L.A_CANARY_GENERATION: "canary_generation",
-                      L.A_ROLLOUT: "rollout"}
+                      L.A_ROLLOUT: "rollout", L.A_CANARY_COUNT: "canary_count"}
 #: Published slots up to this capacity are read back at every heartbeat;
 #: larger ones every _SLOT_VERIFY_EVERY_S (a 64 MiB read and checksum is 30 ms).
 _SLOT_VERIFY_ALWAYS: Final = 1 << 20
@@ -148,6 +149,7 @@ class Writer:
             words[L.A_GENERATION] = generation = self._floor
             words[L.A_CANARY_GENERATION] = generation
             words[L.A_ROLLOUT] = 0
+            words[L.A_CANARY_COUNT] = 0
         #: The words this writer owns, as it last wrote them (see check_words()).
         self._owned: dict[int, int] = {
             L.A_GENERATION: generation, L.A_DATA_SERIAL: int(words[L.A_DATA_SERIAL]),
@@ -155,11 +157,16 @@ class Writer:
             L.A_PUBLISHER_PID: os.getpid(), L.A_FLAGS: 0,
             L.A_CANARY_GENERATION: int(words[L.A_CANARY_GENERATION]),
             L.A_ROLLOUT: int(words[L.A_ROLLOUT]),
+            L.A_CANARY_COUNT: int(words[L.A_CANARY_COUNT]),
         }
+        #: The canary list as this writer wrote it (see check_words()).
+        self._canaries: list[int] = []
         #: Set when this writer found a rollout its predecessor left unresolved.
         self.resolved_rollout: int | None = None
         if words[L.A_ROLLOUT] or words[L.A_CANARY_GENERATION] != generation:
             self._resolve_rollout()
+        else:
+            self._set(L.A_CANARY_COUNT, 0)  # no rollout: no canaries
 
     def _resolve_rollout(self) -> None:
         """A publisher died mid-rollout: roll its candidate back (docs/rollout.md).
@@ -179,8 +186,14 @@ class Writer:
             self._write(meta, payload, published_ns)
         else:  # the stable slot is unreadable too: nothing to go back to but the words
             self._set(L.A_CANARY_GENERATION, int(self.anchor.words[L.A_GENERATION]))
-            self._set(L.A_ROLLOUT, 0)
+            self._end_rollout()
             announce(self.anchor.words, self._wake)
+
+    def _end_rollout(self) -> None:
+        """No rollout runs: its id and its canary list cleared."""
+        self._set(L.A_ROLLOUT, 0)
+        self._set(L.A_CANARY_COUNT, 0)
+        self._canaries = []
 
     def _set(self, index: int, value: int) -> None:
         """Write an anchor word this writer owns (and remember it for check_words())."""
@@ -216,6 +229,11 @@ class Writer:
                             "tampered with); restored", self.name, _WORD_NAMES[index],
                             found, expected)
                 words[index] = expected
+        listed = L.CANARY_LIST_WORD + len(self._canaries)
+        if words[L.CANARY_LIST_WORD:listed].tolist() != self._canaries:
+            log.warning("config %r: the anchor's canary list was changed (damaged or "
+                        "tampered with); restored", self.name)
+            words[L.CANARY_LIST_WORD:listed] = array.array("Q", self._canaries)
         self._check_data(verify_slot=verify_slot)
 
     def _check_data(self, *, verify_slot: bool) -> None:
@@ -431,7 +449,7 @@ class Writer:
         else:
             self._set(L.A_CANARY_GENERATION, generation)
             self._set(L.A_GENERATION, generation)  # W4: the commit point; pairs with R1
-            self._set(L.A_ROLLOUT, 0)
+            self._end_rollout()
             self._published, self._candidate = (meta, payload, published_ns), None
         words[L.A_HEARTBEAT_NS] = published_ns
         announce(words, self._wake)  # idle readers wake and adopt it
@@ -452,7 +470,7 @@ class Writer:
         """Publish ``payload`` to the canaries of ``rollout`` only; returns its generation.
 
         The readers the publisher assigned to ``rollout`` in the reader table
-        (:meth:`assign_canary`, before this call) adopt it; every other
+        (:meth:`add_canaries`, before or after this call) adopt it; every other
         reader keeps the stable generation. A candidate already out is
         replaced. :meth:`promote` or a plain :meth:`publish` ends the rollout.
         """
@@ -470,29 +488,41 @@ class Writer:
         if not words[L.A_ROLLOUT]:
             return int(words[L.A_GENERATION])
         self._set(L.A_GENERATION, candidate)  # W4 for everyone: the slot was written
-        self._set(L.A_ROLLOUT, 0)
+        self._end_rollout()
         if self._candidate is not None:
             self._published, self._candidate = self._candidate, None
         words[L.A_HEARTBEAT_NS] = time.time_ns()
         announce(words, self._wake)
         return candidate
 
-    def assign_canary(self, entry: int, pid: int, rollout: int) -> None:
-        """Make the reader of table entry ``entry`` (``pid``) a canary of ``rollout``.
+    def add_canaries(self, canaries: list[tuple[int, int]]) -> int:
+        """Add ``(table entry, pid)`` readers to the canary list; returns how many fit.
 
-        It takes effect when that reader next looks (its adoption thread,
-        woken by :meth:`wake_readers` or the next candidate).
+        The list is the anchor's, which only the publisher writes: the words
+        first, then the count, so a reader never finds a half-written one.
+        It lasts until the rollout ends (:meth:`promote`, a plain
+        :meth:`publish`), through candidates that replace candidates. A
+        reader finds out when its adoption thread next wakes
+        (:meth:`wake_readers`, or the next candidate).
         """
-        if self._table is not None:
-            table.assign(self._table, entry, rollout, pid)
+        words = self.anchor.words
+        room = L.CANARY_LIST_MAX - len(self._canaries)
+        added = [L.canary_key(entry, pid) for entry, pid in canaries[:max(room, 0)]]
+        start = L.CANARY_LIST_WORD + len(self._canaries)
+        words[start:start + len(added)] = array.array("Q", added)
+        self._canaries += added
+        self._set(L.A_CANARY_COUNT, len(self._canaries))
+        return len(added)
 
     def wake_readers(self) -> None:
         """Wake every reader's adoption thread (new canaries, a flush of health counts)."""
         announce(self.anchor.words, self._wake)
 
     def readers(self) -> list[table.ReaderEntry]:
-        """The reader table's entries, as ``status`` lists them."""
-        return [] if self._table is None else table.entries(self._table)
+        """The reader table's entries, as ``status`` lists them, canaries marked."""
+        if self._table is None:
+            return []
+        return table.entries(self._table, self.rollout, frozenset(self._canaries))
 
     @property
     def rollout(self) -> int:
@@ -609,6 +639,7 @@ def _retire(anchor: SharedBlock, wake: WakeWord | None) -> None:
     words[L.A_CANARY_GENERATION] = retired  # canaries look here
     words[L.A_GENERATION] = retired
     words[L.A_ROLLOUT] = 0
+    words[L.A_CANARY_COUNT] = 0
     announce(words, wake)
 
 

@@ -65,6 +65,7 @@ def test_anchor_header_table_matches_the_layout() -> None:
         "started_ns": (L.A_STARTED_NS * 8, 8), "wake": (L.A_WAKE * 8, 8),
         "flags": (L.A_FLAGS * 8, 8),
         "canary_generation": (L.A_CANARY_GENERATION * 8, 8), "rollout": (L.A_ROLLOUT * 8, 8),
+        "canary_count": (L.A_CANARY_COUNT * 8, 8),
     }
     assert {k: v for k, v in doc.items() if k != "reserved"} == expected
     reserved_at, reserved_size = doc["reserved"]
@@ -73,6 +74,8 @@ def test_anchor_header_table_matches_the_layout() -> None:
     assert f"layout version, {L.LAYOUT_VERSION}" in values["version"]
     assert values["header_size"] == str(L.ANCHOR_HEADER_SIZE)
     assert L.WAKE_OFFSET == L.A_WAKE * 8
+    assert f"bytes {L.CANARY_LIST_WORD * 8} to {L.ANCHOR_SIZE - 1}" in DESIGN
+    assert f"up to {L.CANARY_LIST_MAX} words" in DESIGN
     assert f"| {L.ANCHOR_SIZE // 1024} KiB (one page), fixed |" in DESIGN
 
 

@@ -380,7 +380,7 @@ def test_shares_of_workers_round_up_to_at_least_one() -> None:
 def entry(slot: int, generation: int, *, canary_of: int = 0, requests: int = 0,
           failures: int = 0, checks: int = 0, rollout: int = 9, refused: int = 0) -> ReaderEntry:
     return ReaderEntry(slot, 100 + slot, generation, L.ENTRY_IDLE_ADOPTION, 0, refused, True,
-                       requests, failures, checks, rollout, canary_of, 100 + slot)
+                       requests, failures, checks, rollout, canary_of)
 
 
 def test_the_judge_waits_for_enough_requests_after_the_bake() -> None:
@@ -439,11 +439,11 @@ def test_readers_never_see_a_torn_or_older_snapshot_while_candidates_come_and_go
             step = seq % 5
             if step in (0, 1, 2):  # a candidate, replacing any candidate out
                 rollout = writer.next_generation()
-                for found in writer.readers():
-                    if found.pid in canary_pids:
-                        writer.assign_canary(found.slot, found.pid, rollout)
                 if candidate:
                     never_promoted.add(candidate)
+                else:  # a new rollout: its canaries
+                    writer.add_canaries([(e.slot, e.pid) for e in writer.readers()
+                                         if e.pid in canary_pids])
                 candidate = writer.publish_candidate(payload, b"{}", None, rollout)
             elif step == 3 and candidate:
                 writer.promote()
@@ -489,4 +489,37 @@ def test_starting_a_publisher_without_sources_keeps_what_it_published(name: str)
         assert publisher.rollout is None
     finally:
         publisher.stop()
+        publisher.unlink()
+
+
+def test_only_the_publisher_makes_canaries_and_it_restores_a_damaged_list(
+        name: str, readers: list[Reader[Any]]) -> None:
+    publisher = Publisher(name, rollout=Rollout(canary=1, bake_s=600))
+    try:
+        publisher.publish({"v": 1})
+        attach(name, readers)
+        candidate = start_candidate(publisher, readers, {"v": 2})
+        writer = publisher.writer
+        # The table is the readers' (and a group member's) to write: anything
+        # there, the old place of a canary mark included, makes no canary.
+        for found in writer.readers():
+            offset = found.slot * L.TABLE_ENTRY_SIZE
+            writer._table.pwrite(offset + L.TABLE_READER_PART,  # type: ignore[union-attr]
+                                 candidate.to_bytes(8, "little") +
+                                 found.pid.to_bytes(8, "little"))
+        writer.wake_readers()
+        for reader in readers:
+            reader.count_request()
+        # Each adoption thread looked at its role, then wrote its count.
+        rollout = writer.rollout
+        wait_until(lambda: all(e.counts_in(rollout)[0] == 1 for e in writer.readers()))
+        assert len(canaries(readers)) == 1
+        # The owner's scribble over the anchor's list is put back at the heartbeat.
+        words = writer.anchor.words
+        listed = words[L.CANARY_LIST_WORD]
+        words[L.CANARY_LIST_WORD] = 0
+        publisher.heartbeat()
+        assert words[L.CANARY_LIST_WORD] == listed
+        assert words[L.A_CANARY_COUNT] == 1
+    finally:
         publisher.unlink()

@@ -31,7 +31,9 @@ import pytest
 
 from shmconf import Rollout, status
 from shmconf.integrations.process import PublisherProcess
+from shmconf.protocol import layout as L
 from shmconf.protocol import table
+from shmconf.protocol.anchor import canaries, open_anchor
 from shmconf.protocol.table import ReaderEntry
 from tests.apps.rollout_app import release_yaml
 from tests.apps.servers import live_readers, nothing_left, pid_gone, publisher_pid, running
@@ -173,8 +175,10 @@ def last_rollout(name: str) -> dict[str, Any] | None:
 
 def entries(name: str) -> list[ReaderEntry]:
     """The live entries of the reader table, health counts and canary marks included."""
+    with open_anchor(name, writable=False) as anchor:
+        rollout, listed = int(anchor.words[L.A_ROLLOUT]), canaries(anchor.words)
     with table.open_table(name, writable=False) as block:
-        return [e for e in table.entries(block) if e.alive]
+        return [e for e in table.entries(block, rollout, listed) if e.alive]
 
 
 def wait_canary_holds_candidate(name: str, timeout: float = 10.0) -> tuple[dict[str, Any], int]:

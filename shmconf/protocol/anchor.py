@@ -76,3 +76,11 @@ def check_anchor(block: SharedBlock) -> None:
             f"bytes, expected {L.ANCHOR_HEADER_SIZE} and {L.ANCHOR_SIZE}): the segment is "
             "corrupted; `shmconf unlink` it and restart the publisher",
         )
+
+
+def canaries(words: memoryview) -> frozenset[int]:
+    """The running rollout's canary list (``layout.canary_key`` words); empty when none runs."""
+    count = int(words[L.A_CANARY_COUNT])
+    if not words[L.A_ROLLOUT] or not 0 < count <= L.CANARY_LIST_MAX:
+        return frozenset()
+    return frozenset(words[L.CANARY_LIST_WORD:L.CANARY_LIST_WORD + count].tolist())

@@ -65,10 +65,10 @@ DATA_MAGIC: Final = b"SHMCDATA"
 
 # Version 3 moved the reader table out of the anchor into its own object,
 # added the wake word, and stopped mapping data segments. Version 4 added the
-# rollout: the canary word and the rollout id in the anchor, health counts in
-# the reader's part of a table entry and the canary assignment in the
-# publisher's part; a slot is still ``generation % 2``, but generations may
-# skip a number so that a candidate never lands in the stable one's slot.
+# rollout: the canary word, the rollout id and the canary list in the anchor,
+# and health counts in the reader's part of a table entry; a slot is still
+# ``generation % 2``, but generations may skip a number so that a candidate
+# never lands in the stable one's slot.
 
 #: The version of the layout below; see the policy above.
 LAYOUT_VERSION: Final = 4
@@ -106,11 +106,24 @@ A_FLAGS: Final = 72 // 8
 #: view of the anchor starts CANARY_VIEW words later, so the load is the same
 #: ``words[2]``).
 A_CANARY_GENERATION: Final = 80 // 8
-#: The running rollout's id (0: none); canaries are the table entries whose
-#: publisher part names this id and their own pid.
+#: The running rollout's id (0: none); its canaries are in the canary list.
 A_ROLLOUT: Final = 88 // 8
+#: How many canaries the list below holds (0 outside a rollout).
+A_CANARY_COUNT: Final = 96 // 8
 #: Offset, in words, of a canary's view of the anchor (see A_CANARY_GENERATION).
 CANARY_VIEW: Final = A_CANARY_GENERATION - A_GENERATION
+#: The running rollout's canaries, after the header: one word each, the
+#: reader's table entry in the high 32 bits and its pid in the low 32. The
+#: anchor is the publisher's alone (read-only to the group), so only the
+#: publisher decides who is a canary; a reader finds itself here.
+CANARY_LIST_WORD: Final = ANCHOR_HEADER_SIZE // 8
+#: The most canaries one rollout holds at once (the rest of the page).
+CANARY_LIST_MAX: Final = (ANCHOR_SIZE - ANCHOR_HEADER_SIZE) // 8
+
+
+def canary_key(entry: int, pid: int) -> int:
+    """The canary list's word for the reader of table entry ``entry`` with ``pid``."""
+    return entry << 32 | pid
 #: Byte offset of the wake word's 32-bit futex (the low half of A_WAKE).
 WAKE_OFFSET: Final = A_WAKE * 8
 #: magic, version, header_size.
@@ -130,9 +143,6 @@ TABLE_READER_PART: Final = 48
 #: the health counts under the generation held (requests, failed requests,
 #: failed checks) and the low 32 bits of the rollout id they were counted in.
 TABLE_ENTRY: Final = struct.Struct("<IIQQQIIII")
-#: The publisher's part (bytes 48-63): the rollout id and the pid it made a
-#: canary of; anything else there means "not a canary".
-TABLE_ASSIGNMENT: Final = struct.Struct("<QI4x")
 #: Entry flags: the reader adopts new generations while idle (a thread
 #: sleeps on the wake word), so being behind is only ever momentary.
 ENTRY_IDLE_ADOPTION: Final = 1

@@ -61,9 +61,9 @@ class ReaderEntry(NamedTuple):
     failures: int = 0
     checks_failed: int = 0
     counted_in: int = 0
-    #: The publisher's part: the rollout id and pid it made a canary of.
+    #: The rollout this entry's reader is a canary of (the anchor's canary
+    #: list names it), else 0.
     canary_of: int = 0
-    canary_pid: int = 0
 
     @property
     def idle_adoption(self) -> bool:
@@ -71,7 +71,7 @@ class ReaderEntry(NamedTuple):
 
     def canary_in(self, rollout: int) -> bool:
         """Whether the publisher made this entry's reader a canary of ``rollout``."""
-        return bool(rollout) and self.canary_of == rollout and self.canary_pid == self.pid
+        return bool(rollout) and self.canary_of == rollout
 
     def counts_in(self, rollout: int) -> tuple[int, int, int]:
         """``(requests, failures, checks_failed)`` if counted in ``rollout``, else zeros."""
@@ -177,29 +177,20 @@ def update(
                                     min(checks, _U32), rollout & _U32))
 
 
-def assignment(table: SharedBlock, index: int) -> tuple[int, int]:
-    """``(rollout id, pid)`` the publisher wrote into entry ``index`` (a reader asks)."""
-    raw = table.pread(index * L.TABLE_ENTRY_SIZE + L.TABLE_READER_PART, L.TABLE_ASSIGNMENT.size)
-    if len(raw) < L.TABLE_ASSIGNMENT.size:
-        return 0, 0
-    rollout, pid = L.TABLE_ASSIGNMENT.unpack(raw)
-    return int(rollout), int(pid)
-
-
-def assign(table: SharedBlock, index: int, rollout: int, pid: int) -> None:
-    """Make entry ``index``'s reader (``pid``) a canary of ``rollout`` (the publisher)."""
-    table.pwrite(index * L.TABLE_ENTRY_SIZE + L.TABLE_READER_PART,
-                 L.TABLE_ASSIGNMENT.pack(rollout, pid))
-
-
 def release(table: SharedBlock, index: int) -> None:
     """Clear this process's entry ``index`` and let go of its lock."""
     table.pwrite(index * L.TABLE_ENTRY_SIZE, _ZERO_ENTRY)
     _unlock(table, index)
 
 
-def entries(table: SharedBlock) -> list[ReaderEntry]:
-    """Every entry that names a process, live or dead, in table order."""
+def entries(
+    table: SharedBlock, rollout: int = 0, canaries: frozenset[int] = frozenset()
+) -> list[ReaderEntry]:
+    """Every entry that names a process, live or dead, in table order.
+
+    ``canaries`` is the anchor's canary list of ``rollout``
+    (``anchor.canaries``): the entries it names are marked ``canary_of``.
+    """
     raw = table.pread(0, L.TABLE_MAX_ENTRIES * L.TABLE_ENTRY_SIZE)
     raw += bytes(-len(raw) % L.TABLE_ENTRY_SIZE)  # a table cut short mid-entry
     found = []
@@ -208,10 +199,10 @@ def entries(table: SharedBlock) -> list[ReaderEntry]:
         (pid, flags, generation, adopted_ns, refused, requests, failures, checks,
          counted_in) = L.TABLE_ENTRY.unpack_from(raw, at)
         if pid:
-            canary_of, canary_pid = L.TABLE_ASSIGNMENT.unpack_from(raw, at + L.TABLE_READER_PART)
+            canary = rollout if L.canary_key(index, pid) in canaries else 0
             found.append(ReaderEntry(index, pid, generation, flags, adopted_ns, refused,
                                      SUPPORTED and _held(table, index), requests, failures,
-                                     checks, counted_in, canary_of, canary_pid))
+                                     checks, counted_in, canary))
     return found
 
 
