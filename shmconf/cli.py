@@ -1034,7 +1034,7 @@ def _publish_options(p: argparse.ArgumentParser) -> None:
                               "(25%%,50%%: then a quarter, half, all)")
     rollout.add_argument("--min-requests", type=_whole_number, metavar="N",
                          help="requests the canaries must serve before a step is judged "
-                              "healthy (default 10; 0: time alone decides)")
+                              "healthy (default 50; 0: time alone decides)")
     rollout.add_argument("--max-failure-increase", type=_failure_increase, metavar="F",
                          help="roll back when the canaries' failure ratio exceeds the other "
                               "workers' by more than F: 0.05 or 5%% (the default)")

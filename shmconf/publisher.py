@@ -409,12 +409,17 @@ class Publisher:
     def rollback(self, to: int | None = None) -> int:
         """Publish a kept version again, as a new generation, and pin it.
 
-        ``to`` defaults to the version before the published one. The pin
+        ``to`` defaults to the version before the published one; during a
+        rollout, to the stable version (the candidate is rolled back, as
+        :meth:`abort_rollout` does). The pin
         keeps the running service from overwriting the rollback until its
         sources change (see :class:`~shmconf.history.Pin`). Rolling back to a
         version whose content is already published and pinned publishes
         nothing, so a retry with the same ``to`` is harmless.
         """
+        if to is None and self._run is not None:
+            # The last change is the candidate: undo that, not the stable version.
+            return self.abort_rollout("rolled back by a person (`shmconf rollback`)")
         if to is None:
             found = self.history.before(self.generation, self._digest)
             if found is None:
@@ -529,6 +534,12 @@ class Publisher:
                 callback(generation, meta)
             except Exception:
                 log.exception("config %r: on_publish callback failed", self.name)
+        if canary:
+            # Its canaries now (once it is in the history), not at the service's
+            # next tick; from then on the service judges it every ROLLOUT_TICK_S.
+            self._rollout_tick()
+            if self.wake_service is not None:
+                self.wake_service()
         return generation
 
     @property
@@ -602,9 +613,6 @@ class Publisher:
                                if previous else {})
         if previous is not None:
             self._rollout_ended(previous, "replaced", f"replaced by candidate {generation}")
-        self.rollout_tick()  # its canaries now, not at the service's next tick
-        if self.wake_service is not None:
-            self.wake_service()  # judged every ROLLOUT_TICK_S from now on
         return generation
 
     def rollout_tick(self) -> str | None:
@@ -714,7 +722,7 @@ class Publisher:
         }
         found = self.history.get(run.candidate)
         if found is not None:
-            note = "promoted" if outcome == "promoted" else f"{outcome}: {reason}"
+            note = {"promoted": "promoted", "replaced": reason}.get(outcome, f"{outcome}: {reason}")
             self._note_rollout(found, note)
 
     def reload(self) -> int | None:
@@ -815,6 +823,10 @@ class Publisher:
         """
         self.stop()
         never_published = False
+        if self._run is not None:
+            log.warning("config %r: stopped during the rollout of generation %d: its canaries "
+                        "keep it until the next publisher of the name starts and rolls it back",
+                        self.name, self._run.candidate)
         if self._writer is not None:
             never_published = self._writer.never_published
             if never_published:

@@ -120,6 +120,7 @@ class Reader(Generic[T]):
         "_canary",
         "_canary_words",
         "_capacity",
+        "_checking",
         "_checks",
         "_claim_after",
         "_data",
@@ -175,6 +176,9 @@ class Reader(Generic[T]):
         self._health: list[int] = [0, 0, 0]
         self._flushed: tuple[int, ...] = ()
         self._checks: list[Callable[[Any], object]] = []
+        #: A canary's health checks run on the generation it holds (the
+        #: entry says so, and a rollout's step waits for them).
+        self._checking = False
         self._model = model
         self._trusted_uids = trusted_uids
         # The data segments and the reader table are the anchor's writer's: the
@@ -372,6 +376,7 @@ class Reader(Generic[T]):
                               self.name, check, self._gen)
             if not ok:
                 self._health[2] += 1
+        self._checking = False
         if self._checks:
             self._update_entry()
 
@@ -517,6 +522,9 @@ class Reader(Generic[T]):
         self._gen = generation     # fast path compares: a thread never pairs them wrongly
         self._health = [0, 0, 0]   # health is counted per generation held
         self._allow_back = False
+        # Listed as checking from the first write on: a step must not pass
+        # between this adoption and the end of the checks.
+        self._checking = bool(self._checks) and self._canary and bool(self._full[L.A_ROLLOUT])
         self._adopted_ns = time.time_ns()
         self._pending_since = 0.0
         self._update_entry()
@@ -641,7 +649,8 @@ class Reader(Generic[T]):
             except (FileNotFoundError, PermissionError):
                 return
             self._table, self._entry = table_block, None
-        flags = L.ENTRY_IDLE_ADOPTION if self._adopter is not None else 0
+        flags = ((L.ENTRY_IDLE_ADOPTION if self._adopter is not None else 0)
+                 | (L.ENTRY_CHECKING if self._checking else 0))
         refused = max(self._bad_generation, 0)
         health = tuple(self._health)
         if self._entry is None:

@@ -92,8 +92,11 @@ class Rollout:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "canary", _check_size(self.canary, "canary"))
+        steps: Any = self.steps
+        if isinstance(steps, str):  # "25%,50%", as the CLI takes it; not its characters
+            steps = [part for part in steps.split(",") if part.strip()]
         object.__setattr__(self, "steps", tuple(_check_size(s, "a rollout step")
-                                                for s in self.steps))
+                                                for s in steps))
         if not (isinstance(self.bake_s, (int, float)) and self.bake_s >= 0):
             raise ValueError(f"bake_s must be >= 0 seconds, got {self.bake_s!r}")
         if not (isinstance(self.min_requests, int) and self.min_requests >= 0):
@@ -110,7 +113,7 @@ class Rollout:
             return value
         if isinstance(value, Mapping):
             options = dict(value)
-            if "steps" in options:
+            if "steps" in options and not isinstance(options["steps"], str):
                 options["steps"] = tuple(options["steps"])
             try:
                 return cls(**options)
@@ -237,21 +240,33 @@ class RolloutRun:
             others.sort(key=lambda e: e.generation != self.stable)
             return Verdict("grow", assign=others[:wanted - len(canaries)])
         self.staffed(now)  # enough canaries: if they just came, the bake starts now
-        if now - self.step_started < self.policy.bake_s:
-            self.waiting = ""
-            return Verdict("wait")
-        if not canaries:
-            self.waiting = "no canary worker is attached"
+        self.waiting = self._unready(canaries, now)
+        if self.waiting or now - self.step_started < self.policy.bake_s:
             return Verdict("wait", self.waiting)
-        if canary.requests < self.policy.min_requests:
-            self.waiting = (f"waiting for requests: the canaries served {canary.requests} of "
-                            f"{self.policy.min_requests}")
-            return Verdict("wait", self.waiting)
-        self.waiting = ""
         if self.step + 1 < len(self.policy.sizes):
             return Verdict("step")
         return Verdict("promote", f"healthy after {len(self.policy.sizes)} step(s): the "
                        f"canaries failed {canary.failures} of {canary.requests} requests")
+
+    def _unready(self, canaries: list[ReaderEntry], now: float) -> str:
+        """What a baked step still waits for, or "" (nothing, or the bake itself)."""
+        if now - self.step_started < self.policy.bake_s:
+            return ""
+        if not canaries:
+            return "no canary worker is attached"
+        unsettled = [e.pid for e in canaries if e.generation != self.candidate or e.checking]
+        if unsettled:
+            return ("waiting for canary " + ", ".join(map(str, unsettled)) + " to adopt the "
+                    "candidate and finish its health checks")
+        served = self.canary_health.requests
+        if served >= self.policy.min_requests:
+            return ""
+        waiting = (f"waiting for requests: the canaries served {served} of "
+                   f"{self.policy.min_requests}")
+        if not served and not self.stable_health.requests:
+            waiting += (" (no worker counted any: are the request-counting hooks or "
+                        "middleware installed? docs/rollout.md)")
+        return waiting
 
     def next_step(self) -> None:
         self.step += 1

@@ -178,6 +178,12 @@ class Service:
         """Arm the watcher, then publish the initial config (which must be good)."""
         publisher = self.publisher
         publisher.wake_service = lambda: self._events.put("tick")
+        if publisher.rollout_policy is not None:
+            policy = publisher.rollout_policy
+            log.info("config %r: changes roll out to %s canary worker(s) first, %s, each step "
+                     "baked %gs, judged after %d canary requests", publisher.name,
+                     policy.canary, " then ".join(map(str, policy.steps)) + " then all"
+                     if policy.steps else "then all", policy.bake_s, policy.min_requests)
         paths = publisher.watch_paths()
         if paths:
             from shmconf.watch import Watcher

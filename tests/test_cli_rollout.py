@@ -211,7 +211,7 @@ def test_a_canary_gets_the_change_first_and_promote_gives_it_to_every_worker(hos
     assert replaced > candidate
     waited = run("status", name, "--wait-for", str(candidate), "--timeout", "20", "--json")
     assert waited.returncode == 1
-    assert f"it was replaced: replaced by candidate {replaced}" in waited.stderr
+    assert f"it was replaced by candidate {replaced}" in waited.stderr
     assert orjson.loads(waited.stdout)["rollout"].startswith("replaced")
 
     promoted = run("rollout", name, "promote", "--json")
@@ -232,7 +232,7 @@ def test_a_canary_gets_the_change_first_and_promote_gives_it_to_every_worker(hos
     history = {v["generation"]: v["rollout"] for v in orjson.loads(
         run("history", name, "--json").stdout)}
     assert history[1] == ""
-    assert history[candidate] == f"replaced: replaced by candidate {replaced}"
+    assert history[candidate] == f"replaced by candidate {replaced}"
     assert history[replaced] == "promoted"
     assert "promoted" in run("history", name).stdout
     registry = metrics(name)

@@ -7,6 +7,7 @@ processes of their own. The real-server tests are in test_rollout_gunicorn.py.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -228,7 +229,7 @@ def test_a_newer_change_replaces_the_candidate_in_the_same_canary(
         assert orjson.loads(publisher.writer.current()[1]) == {"v": 1}  # type: ignore[index]
         replaced = publisher.history.get(first)
         assert replaced is not None
-        assert replaced.rollout == f"replaced: replaced by candidate {second}"
+        assert replaced.rollout == f"replaced by candidate {second}"
     finally:
         publisher.unlink()
 
@@ -260,6 +261,9 @@ def test_with_no_worker_to_canary_a_change_goes_to_everyone(name: str) -> None:
             assert plain.generation == candidate
         assert publisher.last_rollout is not None
         assert "no worker could be a canary" in publisher.last_rollout["reason"]
+        version = publisher.history.get(candidate)  # a rollback target like any other
+        assert version is not None
+        assert version.rollout == "promoted"
     finally:
         publisher.unlink()
 
@@ -523,3 +527,49 @@ def test_only_the_publisher_makes_canaries_and_it_restores_a_damaged_list(
         assert words[L.A_CANARY_COUNT] == 1
     finally:
         publisher.unlink()
+
+
+def test_a_step_waits_for_a_canary_still_running_its_health_check(
+        name: str, readers: list[Reader[Any]]) -> None:
+    publisher = Publisher(name, rollout=Rollout(canary=1, bake_s=0.1, min_requests=0))
+    answer = threading.Event()
+    try:
+        publisher.publish({"db": "a"})
+        attach(name, readers, 2)
+        for reader in readers:
+            reader.add_health_check(lambda cfg: answer.wait(30) and cfg["db"] == "a")
+        publisher.publish({"db": "b"})
+        # Long past the bake, the step waits while the check runs...
+        drive(publisher, lambda: "finish its health checks" in getattr(
+            publisher.rollout, "waiting", ""))
+        assert publisher.rollout is not None
+        answer.set()  # ...and the check's failure then rolls it back.
+        drive(publisher, lambda: publisher.rollout is None)
+        assert publisher.last_rollout is not None
+        assert publisher.last_rollout["outcome"] == "rolled back"
+    finally:
+        answer.set()
+        publisher.unlink()
+
+
+def test_rollback_during_a_rollout_undoes_the_candidate(
+        name: str, readers: list[Reader[Any]]) -> None:
+    publisher = Publisher(name, rollout=Rollout(canary=1, bake_s=600))
+    try:
+        publisher.publish({"v": 1})
+        publisher.rollout_policy = None
+        publisher.publish({"v": 2})  # the stable version; 1 is the one before it
+        publisher.rollout_policy = Rollout(canary=1, bake_s=600)
+        attach(name, readers, 2)
+        start_candidate(publisher, readers, {"v": 3})
+        back = publisher.rollback()
+        assert publisher.rollout is None
+        wait_until(lambda: all(r.generation == back for r in readers))
+        assert all(r.get()["v"] == 2 for r in readers)  # the stable one, not 1
+    finally:
+        publisher.unlink()
+
+
+def test_steps_given_as_one_string_are_split_on_commas() -> None:
+    assert Rollout(steps="25%,50%").steps == ("25%", "50%")  # type: ignore[arg-type]
+    assert Rollout.of({"steps": "2"}) == Rollout(steps=(2,))

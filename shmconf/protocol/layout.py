@@ -146,6 +146,9 @@ TABLE_ENTRY: Final = struct.Struct("<IIQQQIIII")
 #: Entry flags: the reader adopts new generations while idle (a thread
 #: sleeps on the wake word), so being behind is only ever momentary.
 ENTRY_IDLE_ADOPTION: Final = 1
+#: Entry flags: a canary is running its health checks on the generation it
+#: holds; a rollout's step waits for them.
+ENTRY_CHECKING: Final = 2
 #: The table grows to this many entries (4 MiB); a reader that finds every
 #: entry held reads on, unlisted, and ``status`` says the table is full.
 TABLE_MAX_ENTRIES: Final = 1 << 16

@@ -69,6 +69,11 @@ class ReaderEntry(NamedTuple):
     def idle_adoption(self) -> bool:
         return bool(self.flags & L.ENTRY_IDLE_ADOPTION)
 
+    @property
+    def checking(self) -> bool:
+        """A canary still running its health checks on the generation it holds."""
+        return bool(self.flags & L.ENTRY_CHECKING)
+
     def canary_in(self, rollout: int) -> bool:
         """Whether the publisher made this entry's reader a canary of ``rollout``."""
         return bool(rollout) and self.canary_of == rollout
