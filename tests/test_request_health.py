@@ -321,3 +321,20 @@ def test_the_asgi_wrapper_leaves_out_a_request_that_straddled_a_new_version(
 
     call(lifespan(app, name, pin_requests=False))
     assert counted == []
+
+
+@pytest.mark.parametrize("wired", [True, False])
+def test_hooks_that_roll_out_warn_a_worker_whose_config_counts_no_request(
+        name: str, publisher: Publisher, tmp_path: Path, wired: bool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    source = tmp_path / "app.json"
+    source.write_text("{}")
+    hooks = ShmconfHooks(name, [source], rollout={"canary": 1})
+    post_request = hooks.post_request if wired else (lambda *args: None)
+    worker = SimpleNamespace(cfg=SimpleNamespace(post_request=post_request))
+    hooks.post_fork(None, worker)
+    try:
+        warned = [r for r in caplog.records if "does not set post_request" in r.getMessage()]
+        assert bool(warned) is not wired
+    finally:
+        hooks.worker_exit(None, worker)

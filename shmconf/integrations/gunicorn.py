@@ -291,6 +291,14 @@ class ShmconfHooks:
         )
         _log(server).debug("shmconf: worker %s attached to %r at generation %d",
                            os.getpid(), self.name, reader.generation)
+        counted = getattr(getattr(worker, "cfg", None), "post_request", None)
+        if (self._process is not None and self._process.spec["options"].get("rollout")
+                and getattr(counted, "__self__", None) is not self
+                and not _uvicorn_worker(worker)):
+            # Without it no request is counted: every rollout waits for requests.
+            _log(server).warning("shmconf: %r rolls changes out, but this gunicorn config "
+                                 "does not set post_request = hooks.post_request: workers "
+                                 "count no requests (docs/gunicorn.md, Rollouts)", self.name)
 
     def worker_exit(self, server: Any, worker: Any) -> None:
         """Close this worker's reader (gunicorn ``worker_exit``; optional).
@@ -347,6 +355,11 @@ class ShmconfHooks:
         from shmconf import _current
 
         return _current.current_reader()
+
+
+def _uvicorn_worker(worker: Any) -> bool:
+    """An ASGI worker class: the lifespan wrapper counts requests there, not post_request."""
+    return "uvicorn" in type(worker).__module__
 
 
 def _old_master_runs(server: Any) -> bool:
