@@ -131,8 +131,9 @@ class IdleAdopter:
                 reader._flush_health()
         except ValueError:
             return not reader.closed
-        except Exception:
-            # get() keeps the last good snapshot; this thread must never die of it.
+        except BaseException:
+            # get() keeps the last good snapshot; this thread must never die of it
+            # (a callback's SystemExit included: it would leave a canary behind).
             log.exception("config %r: adopting a new generation failed", reader.name)
         word = self._word
         if word is None or retired:

@@ -57,7 +57,7 @@ from shmconf.model import validate as validate_snapshot
 from shmconf.protocol import layout as L
 from shmconf.protocol.anchor import open_anchor
 from shmconf.protocol.layout import validate_name
-from shmconf.rollout import Rollout, RolloutRun
+from shmconf.rollout import Rollout, RolloutRun, Verdict
 from shmconf.sources import LoadedConfig, Source, load_sources, open_source
 from shmconf.sources.base import dotted
 from shmconf.writer import Writer, unlink_name
@@ -70,6 +70,11 @@ log = logging.getLogger("shmconf.publisher")
 #: Largest serialized config accepted by default (``max_bytes``): far above
 #: any sane config, far below what would strain /dev/shm.
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+#: During a rollout, how often the whole reader table is read (the other
+#: workers' health, the workers that may become canaries), in seconds.
+_ROLLOUT_SCAN_S: Final = 1.0
+#: Workers tried (each lock asked) for the canaries a tick adds, at most.
+_CANARY_TRIES: Final = 64
 
 @dataclass
 class PublisherStats:
@@ -171,6 +176,7 @@ class Publisher:
         #: How changes roll out (None: to every worker at once).
         self.rollout_policy = Rollout.of(rollout)
         self._run: RolloutRun | None = None
+        self._rollout_scan_due = 0.0
         #: How the last rollout ended, as ``status`` shows it.
         self.last_rollout: dict[str, Any] | None = None
         # publish() may come from the application's thread while the service
@@ -223,16 +229,19 @@ class Publisher:
             self.close()
             raise
 
-    def _record_resolved_rollout(self, candidate: int) -> None:
-        """Say in the history that this publisher rolled back its predecessor's candidate."""
-        reason = "the publisher stopped during its rollout"
-        self.last_rollout = {"outcome": "rolled back", "candidate": candidate,
+    def _record_resolved_rollout(self, resolved: tuple[int, str]) -> None:
+        """Say in the history how this publisher ended its predecessor's rollout."""
+        candidate, outcome = resolved
+        promoted = outcome == "promoted"
+        reason = ("the publisher stopped while promoting it" if promoted
+                  else "the publisher stopped during its rollout")
+        self.last_rollout = {"outcome": outcome, "candidate": candidate,
                              "generation": self.generation, "reason": reason,
                              "ended_ns": time.time_ns()}
         found = self.history.get(candidate)
         if found is not None:
-            self._note_rollout(found, f"rolled back: {reason}")
-        if self._digest is not None:
+            self._note_rollout(found, "promoted" if promoted else f"rolled back: {reason}")
+        if self._digest is not None and not promoted:
             with contextlib.suppress(OSError):
                 self.history.record(Version(
                     self.generation, time.time_ns(), self._digest, origin="rollout",
@@ -608,6 +617,7 @@ class Publisher:
         # until the rollout ends): they go straight to the new candidate.
         meta["rollout"] = rollout
         generation = writer.publish_candidate(payload, orjson.dumps(meta), now, rollout)
+        self._rollout_scan_due = 0.0  # the whole table at its first judgement
         self._run = RolloutRun(self.rollout_policy, rollout, generation, self.generation,
                                digest, dict(data), canaries=dict(previous.canaries)
                                if previous else {})
@@ -633,21 +643,18 @@ class Publisher:
             self._run = None
             self._rollout_ended(run, "rolled back", "the stable version was published again")
             return "rollback"
-        entries = writer.readers()
-        if not run.canaries and not any(e.alive and e.idle_adoption for e in entries):
-            self.promote("no worker could be a canary (none is attached with idle "
-                         "adoption): published to every worker")
-            return "promote"
-        verdict = run.judge(entries)
+        # The listed canaries every tick (their locks asked); the whole table,
+        # for the other workers' health and the eligible ones, once a second:
+        # a table a group member flooded costs a bounded amount per tick.
+        now = time.monotonic()
+        listed = set(run.canaries)
+        full = now >= self._rollout_scan_due
+        if full:
+            self._rollout_scan_due = now + _ROLLOUT_SCAN_S
+        entries = writer.readers(only=None if full else listed, locks_of=listed)
+        verdict = run.judge(entries, now, full=full)
         if verdict.action == "grow":
-            added = writer.add_canaries([(e.slot, e.pid) for e in verdict.assign])
-            for entry in verdict.assign[:added]:
-                run.canaries[entry.slot] = entry.pid
-            writer.wake_readers()
-            run.staffed()  # the step's bake runs from its canaries' start
-            log.info("config %r: rollout of generation %d, step %d: canaries %s", self.name,
-                     run.candidate, run.step + 1,
-                     ", ".join(str(p) for p in sorted(run.canaries.values())))
+            self._add_canaries(run, verdict)
         elif verdict.action == "step":
             run.next_step()
             log.info("config %r: rollout of generation %d healthy; step %d of %d", self.name,
@@ -658,6 +665,27 @@ class Publisher:
         elif verdict.action == "rollback":
             self.abort_rollout(verdict.reason)
         return verdict.action
+
+    def _add_canaries(self, run: RolloutRun, verdict: Verdict) -> None:
+        """List ``verdict.count`` of the workers it offers as canaries, each checked alive."""
+        writer = self.writer
+        picked: list[tuple[int, int]] = []
+        for entry in verdict.assign[:_CANARY_TRIES]:
+            if len(picked) == verdict.count:
+                break
+            if writer.reader_alive(entry.slot, entry.pid):
+                picked.append((entry.slot, entry.pid))
+        if not picked:
+            self._rollout_scan_due = 0.0  # look at the whole table again next tick
+            return
+        added = writer.add_canaries(picked)
+        for slot, pid in picked[:added]:
+            run.canaries[slot] = pid
+        writer.wake_readers()
+        run.staffed()  # the step's bake runs from its canaries' start
+        log.info("config %r: rollout of generation %d, step %d: canaries %s", self.name,
+                 run.candidate, run.step + 1,
+                 ", ".join(str(p) for p in sorted(run.canaries.values())))
 
     def promote(self, reason: str = "promoted by a person") -> int:
         """Give the running rollout's candidate to every worker now; returns its generation."""

@@ -83,6 +83,9 @@ _TABLE_RECHECK_S: Final = 1.0
 _ADOPTER_GRACE_S: Final = 0.5
 #: After a claim found no free entry, how long before the next try.
 _CLAIM_RETRY_S: Final = 30.0
+#: How long the adoption thread waits for a canary's health checks; a check
+#: still running then counts as failed (docs/rollout.md).
+HEALTH_CHECK_TIMEOUT_S: Final = 10.0
 
 _MISSING: Final = object()
 
@@ -357,28 +360,68 @@ class Reader(Generic[T]):
         self._canary = canary
 
     def _flush_health(self) -> None:
-        """Write the health counts into the reader table if they changed (adoption thread)."""
-        if tuple(self._health) != self._flushed:
+        """Write the health counts into the reader table if they changed (adoption thread).
+
+        Also when the entry no longer names this process (a group member
+        truncated or scribbled on the table): a rollout judges what it finds.
+        """
+        if tuple(self._health) != self._flushed or not self._entry_intact():
             self._update_entry()
 
+    def _entry_intact(self) -> bool:
+        """Whether this process's table entry still names it (one 4-byte pread)."""
+        table_block, entry = self._table, self._entry
+        if table_block is None or entry is None:
+            return True
+        try:
+            raw = table_block.pread(entry * L.TABLE_ENTRY_SIZE, 4)
+        except (OSError, ValueError):
+            return True
+        return int.from_bytes(raw, "little") == self._pid
+
     def _run_checks(self, snapshot: T) -> None:
-        """A canary's health checks on the candidate it adopted; a failure is written at once."""
-        for check in self._checks:
-            try:
-                ok = check(snapshot) is not False
-            except Exception:
-                log.exception("config %r: health check %r failed on candidate generation %d",
-                              self.name, check, self._gen)
-                ok = False
-            else:
-                if not ok:
-                    log.error("config %r: health check %r failed on candidate generation %d",
-                              self.name, check, self._gen)
-            if not ok:
-                self._health[2] += 1
-        self._checking = False
-        if self._checks:
-            self._update_entry()
+        """A canary's health checks on the candidate it adopted, on a thread of their own.
+
+        The adoption thread waits for them up to HEALTH_CHECK_TIMEOUT_S; a
+        check still running then counts as failed. A request thread that
+        adopted does not wait. The outcome is written to the table at once.
+        """
+        if not self._checks:
+            return
+        generation = self._gen
+        recorded = threading.Lock()  # the outcome is written once: by the checks or the wait
+
+        def record(failed: int) -> None:
+            if recorded.acquire(blocking=False) and self._gen == generation:
+                self._health[2] += failed
+                self._checking = False
+                self._update_entry()
+
+        def run() -> None:
+            failed = 0
+            for check in list(self._checks):
+                try:
+                    ok = check(snapshot) is not False
+                except BaseException:  # a check's own exit or timeout is its failure too
+                    log.exception("config %r: health check %r failed on candidate "
+                                  "generation %d", self.name, check, generation)
+                    ok = False
+                else:
+                    if not ok:
+                        log.error("config %r: health check %r failed on candidate "
+                                  "generation %d", self.name, check, generation)
+                failed += not ok
+            record(failed)
+
+        thread = threading.Thread(target=run, name=f"shmconf-check-{self.name}", daemon=True)
+        thread.start()
+        if getattr(adoption_thread, "active", False):
+            thread.join(HEALTH_CHECK_TIMEOUT_S)
+            if thread.is_alive():
+                log.error("config %r: the health checks of candidate generation %d did not "
+                          "finish in %gs: counted as failed", self.name, generation,
+                          HEALTH_CHECK_TIMEOUT_S)
+                record(1)
 
     def remove_callback(self, callback: ChangeCallback) -> None:
         """Stop calling ``callback``."""
@@ -458,7 +501,10 @@ class Reader(Generic[T]):
         adopt it itself.
         """
         lock = self._lock
-        if self._adopter is None or self._gen < 0 or getattr(adoption_thread, "active", False):
+        # A process that must leave the candidate it holds (no canary any more,
+        # or a canary's forked child) does so now, not after the grace.
+        if (self._adopter is None or self._gen < 0 or self._allow_back
+                or getattr(adoption_thread, "active", False)):
             lock.acquire()
             return True
         now = time.monotonic()
@@ -751,7 +797,12 @@ class Reader(Generic[T]):
             return
         try:
             callback(None if old is _MISSING else old, None if new is _MISSING else new)
-        except Exception:
+        except BaseException as exc:
+            # SystemExit and the like end a request thread as they should (a
+            # server's timeout); on the adoption thread they are the callback's
+            # failure, and the thread goes on.
+            if not isinstance(exc, Exception) and not getattr(adoption_thread, "active", False):
+                raise
             log.exception("config %r: change callback %r failed", self.name, callback)
             self._health[2] += 1  # a failed check of this generation (docs/rollout.md)
             if self._canary:
@@ -772,6 +823,9 @@ class Reader(Generic[T]):
             return
         self._claim_after = 0.0
         self._pending_since = 0.0
+        # A canary's child is no canary: it may take the stable generation
+        # below the candidate its parent held (and refuses nothing yet).
+        self._allow_back, self._bad_generation = self._canary, -1
         self._words, self._canary, self._rollout_seen = self._full, False, 0
         self._health, self._flushed = [0, 0, 0], ()
         if adopter is not None:

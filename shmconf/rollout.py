@@ -35,7 +35,7 @@ from typing import Any, Final
 from shmconf.protocol import layout as L
 from shmconf.protocol.table import ReaderEntry
 
-_PERCENT_RE: Final = re.compile(r"(\d+(?:\.\d+)?)%")
+_PERCENT_RE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)%")
 
 
 def _check_size(value: int | str, what: str) -> int | str:
@@ -48,12 +48,17 @@ def _check_size(value: int | str, what: str) -> int | str:
         return value
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             return _check_size(int(text), what)
         found = _PERCENT_RE.fullmatch(text)
         if found and 0 < float(found.group(1)) <= 100:
             return text
     raise ValueError(f"{what} must be a number of workers or a share like '10%', got {value!r}")
+
+
+def _number(value: object) -> bool:
+    """An int or a float, and not a bool (``True`` is an int to Python, not a count)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def workers_for(size: int | str, eligible: int) -> int:
@@ -97,12 +102,14 @@ class Rollout:
             steps = [part for part in steps.split(",") if part.strip()]
         object.__setattr__(self, "steps", tuple(_check_size(s, "a rollout step")
                                                 for s in steps))
-        if not (isinstance(self.bake_s, (int, float)) and self.bake_s >= 0):
-            raise ValueError(f"bake_s must be >= 0 seconds, got {self.bake_s!r}")
-        if not (isinstance(self.min_requests, int) and self.min_requests >= 0):
-            raise ValueError(f"min_requests must be >= 0, got {self.min_requests!r}")
-        if not (isinstance(self.max_failure_increase, (int, float))
-                and 0 <= self.max_failure_increase <= 1):
+        if not (_number(self.bake_s) and math.isfinite(self.bake_s) and self.bake_s >= 0):
+            raise ValueError(f"bake_s must be a finite number of seconds >= 0, got "
+                             f"{self.bake_s!r}")
+        if not (_number(self.min_requests) and isinstance(self.min_requests, int)
+                and self.min_requests >= 0):
+            raise ValueError(f"min_requests must be a whole number >= 0, got "
+                             f"{self.min_requests!r}")
+        if not (_number(self.max_failure_increase) and 0 <= self.max_failure_increase <= 1):
             raise ValueError("max_failure_increase must be between 0 and 1, got "
                              f"{self.max_failure_increase!r}")
 
@@ -165,7 +172,15 @@ class Verdict:
 
     action: str
     reason: str = ""
+    #: ``grow``: the workers to pick ``count`` new canaries from, best first.
     assign: list[ReaderEntry] = field(default_factory=list)
+    count: int = 0
+
+
+#: Canaries that may exit while holding the candidate before that alone rolls
+#: it back: a worker recycled now and then (gunicorn's max_requests) is not a
+#: verdict, a candidate that kills the workers that adopt it is.
+LOST_CANARIES_LIMIT: Final = 2
 
 
 @dataclass
@@ -181,34 +196,84 @@ class RolloutRun:
     started_ns: int = field(default_factory=time.time_ns)
     step: int = 0
     step_started: float = field(default_factory=time.monotonic)
-    canaries: dict[int, int] = field(default_factory=dict)  # table entry -> pid
+    #: The canaries this publisher listed in the anchor, by its own record
+    #: (table entry -> pid): a group member can write the table, not this.
+    canaries: dict[int, int] = field(default_factory=dict)
     canary_health: Health = field(default_factory=Health)
     stable_health: Health = field(default_factory=Health)
     waiting: str = ""
+    #: Listed canaries whose process exited after it held the candidate.
+    lost: int = 0
+    #: Workers that could become canaries, from the last full look at the table.
+    eligible: list[ReaderEntry] = field(default_factory=list)
     #: The current step got its canaries (its bake counts from then).
     _staffed: bool = False
+    _held: set[int] = field(default_factory=set)
 
-    def judge(self, entries: Sequence[ReaderEntry], now: float | None = None) -> Verdict:
-        """Decide from the reader table's ``entries`` what happens now."""
+    def judge(
+        self, entries: Sequence[ReaderEntry], now: float | None = None, *, full: bool = True
+    ) -> Verdict:
+        """Decide from the reader table's ``entries`` what happens now.
+
+        ``entries`` must hold the listed canaries' entries with their locks
+        asked (``alive``); ``full``: they are the whole table, so the other
+        workers' health and the eligible workers are counted again (the
+        publisher does that once a second, the canaries every tick).
+        """
         now = time.monotonic() if now is None else now
-        live = [e for e in entries if e.alive]
-        # Canaries are the entries this publisher assigned, by its own record:
-        # a group member can write the table, not this process's memory.
-        canaries = [e for e in live
-                    if e.canary_in(self.id) and self.canaries.get(e.slot) == e.pid]
-        self.canaries = {e.slot: e.pid for e in canaries}
-        canary, stable = Health(), Health()
+        canaries, missing = self._find_canaries(entries)
+        canary = Health()
         for entry in canaries:
             if entry.refused == self.candidate:
                 return Verdict("rollback", f"worker {entry.pid} refused it (its model rejects "
                                            "the candidate)")
             if entry.generation == self.candidate:
                 canary.add(entry, self.id)
-        for entry in live:
-            if entry.slot not in self.canaries and entry.generation == self.stable:
-                stable.add(entry, self.id)
-        self.canary_health, self.stable_health = canary, stable
-        return self._judge_health(canaries) or self._progress(live, canaries, now)
+        self.canary_health = canary
+        if full:
+            stable = Health()
+            for entry in entries:
+                if entry.slot not in self.canaries and entry.generation == self.stable:
+                    stable.add(entry, self.id)  # no lock asked: a dead one's counts count
+            self.stable_health = stable
+            self.eligible = [e for e in entries if e.idle_adoption and e.pid
+                             and e.slot not in self.canaries and e.slot not in self._held]
+        if self.lost >= LOST_CANARIES_LIMIT:
+            return Verdict("rollback", f"{self.lost} canaries exited while holding the "
+                           "candidate")
+        verdict = self._judge_health(canaries)
+        if verdict is not None:
+            return verdict
+        if missing:
+            self.waiting = ("waiting for canary " + ", ".join(map(str, missing)) + " to be "
+                            "listed in the reader table again")
+            return Verdict("wait", self.waiting)
+        return self._progress(canaries, now)
+
+    def _find_canaries(
+        self, entries: Sequence[ReaderEntry]
+    ) -> tuple[list[ReaderEntry], list[int]]:
+        """The listed canaries' live entries, and the pids of those not in the table now.
+
+        A listed canary whose process exited leaves the record; one that
+        held the candidate counts as lost.
+        """
+        by_slot = {e.slot: e for e in entries}
+        canaries, missing = [], []
+        for slot, pid in list(self.canaries.items()):
+            entry = by_slot.get(slot)
+            if entry is None:  # not in the table now (truncated): judged when it is back
+                missing.append(pid)
+            elif entry.pid != pid or not entry.alive:  # its process exited
+                del self.canaries[slot]
+                # Its entry still says what it held when it died.
+                self.lost += slot in self._held or (
+                    entry.pid == pid and entry.generation == self.candidate)
+            else:
+                canaries.append(entry)
+                if entry.generation == self.candidate:
+                    self._held.add(slot)
+        return canaries, missing
 
     def _judge_health(self, canaries: list[ReaderEntry]) -> Verdict | None:
         """A rollback verdict when the canaries are unhealthy, else None."""
@@ -224,27 +289,30 @@ class RolloutRun:
                            f"{stable.failures} of {stable.requests} ({stable.ratio:.1%})")
         return None
 
-    def _progress(
-        self, live: list[ReaderEntry], canaries: list[ReaderEntry], now: float
-    ) -> Verdict:
+    def _progress(self, canaries: list[ReaderEntry], now: float) -> Verdict:
         """Healthy so far: more canaries, more baking, the next step, or promote."""
-        canary = self.canary_health
-        eligible = [e for e in live if e.idle_adoption]
-        wanted = min(workers_for(self.policy.sizes[self.step], len(eligible)),
+        eligible = [e for e in self.eligible
+                    if e.slot not in self.canaries and e.slot not in self._held]
+        wanted = min(workers_for(self.policy.sizes[self.step], len(eligible) + len(canaries)),
                      L.CANARY_LIST_MAX)
         if len(canaries) < wanted:
             # Each step's canaries (and a canary that exited) are made up
             # from the workers that still hold the stable version.
-            others = [e for e in eligible if e.slot not in self.canaries]
+            others = list(eligible)
             random.shuffle(others)
             others.sort(key=lambda e: e.generation != self.stable)
-            return Verdict("grow", assign=others[:wanted - len(canaries)])
+            return Verdict("grow", assign=others, count=wanted - len(canaries))
+        if not canaries:
+            self.waiting = ("no worker can be a canary (none is attached with idle adoption): "
+                            "the rollout waits for one, or for `shmconf rollout NAME promote`")
+            return Verdict("wait", self.waiting)
         self.staffed(now)  # enough canaries: if they just came, the bake starts now
         self.waiting = self._unready(canaries, now)
         if self.waiting or now - self.step_started < self.policy.bake_s:
             return Verdict("wait", self.waiting)
         if self.step + 1 < len(self.policy.sizes):
             return Verdict("step")
+        canary = self.canary_health
         return Verdict("promote", f"healthy after {len(self.policy.sizes)} step(s): the "
                        f"canaries failed {canary.failures} of {canary.requests} requests")
 
@@ -252,8 +320,6 @@ class RolloutRun:
         """What a baked step still waits for, or "" (nothing, or the bake itself)."""
         if now - self.step_started < self.policy.bake_s:
             return ""
-        if not canaries:
-            return "no canary worker is attached"
         unsettled = [e.pid for e in canaries if e.generation != self.candidate or e.checking]
         if unsettled:
             return ("waiting for canary " + ", ".join(map(str, unsettled)) + " to adopt the "

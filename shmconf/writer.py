@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Collection
 from typing import Final
 
 from shmconf.errors import AnchorNotReady, SegmentError
@@ -161,9 +162,22 @@ class Writer:
         }
         #: The canary list as this writer wrote it (see check_words()).
         self._canaries: list[int] = []
-        #: Set when this writer found a rollout its predecessor left unresolved.
-        self.resolved_rollout: int | None = None
-        if words[L.A_ROLLOUT] or words[L.A_CANARY_GENERATION] != generation:
+        #: Set when this writer found a rollout its predecessor left unresolved:
+        #: ``(candidate, "rolled back" or "promoted")``.
+        self.resolved_rollout: tuple[int, str] | None = None
+        candidate = int(words[L.A_CANARY_GENERATION])
+        if candidate != generation and not generation < candidate <= generation + (
+                _MAX_UNRECORDED):
+            # No candidate is below the stable generation or this far above it.
+            log.warning("config %r: the anchor's canary generation %d is implausible "
+                        "(damaged or tampered with); no rollout runs", self.name, candidate)
+            self._set(L.A_CANARY_GENERATION, generation)
+            self._end_rollout()
+        elif words[L.A_ROLLOUT] and candidate == generation:
+            # Killed between a promotion's two stores: every reader has it.
+            self.resolved_rollout = (candidate, "promoted")
+            self._end_rollout()
+        elif words[L.A_ROLLOUT] or candidate != generation:
             self._resolve_rollout()
         else:
             self._set(L.A_CANARY_COUNT, 0)  # no rollout: no canaries
@@ -178,7 +192,7 @@ class Writer:
         there goes through a rollout of its own, from the start.
         """
         candidate = int(self.anchor.words[L.A_CANARY_GENERATION])
-        self.resolved_rollout = candidate
+        self.resolved_rollout = (candidate, "rolled back")
         log.warning("config %r: the last publisher stopped during a rollout of generation %d; "
                     "rolling it back", self.name, candidate)
         if self._published is not None:
@@ -518,11 +532,26 @@ class Writer:
         """Wake every reader's adoption thread (new canaries, a flush of health counts)."""
         announce(self.anchor.words, self._wake)
 
-    def readers(self) -> list[table.ReaderEntry]:
-        """The reader table's entries, as ``status`` lists them, canaries marked."""
+    def readers(
+        self, *, only: Collection[int] | None = None, locks_of: Collection[int] | None = None
+    ) -> list[table.ReaderEntry]:
+        """The reader table's entries, canaries marked (see ``table.entries``)."""
         if self._table is None:
             return []
-        return table.entries(self._table, self.rollout, frozenset(self._canaries))
+        return table.entries(self._table, self.rollout, frozenset(self._canaries), only=only,
+                             locks_of=locks_of)
+
+    def reader_alive(self, entry: int, pid: int) -> bool:
+        """Whether table entry ``entry`` is held by a live process ``pid`` (a canary to be)."""
+        if self._table is None or not table.held(self._table, entry):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False  # a pid that no process has: written by someone else
+        except PermissionError:
+            pass  # another user's process (a worker that dropped privileges)
+        return True
 
     @property
     def rollout(self) -> int:

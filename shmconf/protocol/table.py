@@ -24,6 +24,7 @@ import itertools
 import os
 import random
 import struct
+from collections.abc import Collection
 from typing import Final, NamedTuple
 
 from shmconf.protocol import layout as L
@@ -189,26 +190,37 @@ def release(table: SharedBlock, index: int) -> None:
 
 
 def entries(
-    table: SharedBlock, rollout: int = 0, canaries: frozenset[int] = frozenset()
+    table: SharedBlock, rollout: int = 0, canaries: frozenset[int] = frozenset(), *,
+    only: Collection[int] | None = None, locks_of: Collection[int] | None = None,
 ) -> list[ReaderEntry]:
     """Every entry that names a process, live or dead, in table order.
 
     ``canaries`` is the anchor's canary list of ``rollout``
     (``anchor.canaries``): the entries it names are marked ``canary_of``.
+    ``only``: just these entries. ``locks_of``: ask only these entries'
+    locks (each is a system call whose cost grows with the locks the table
+    holds); the others come back with ``alive`` False.
     """
     raw = table.pread(0, L.TABLE_MAX_ENTRIES * L.TABLE_ENTRY_SIZE)
     raw += bytes(-len(raw) % L.TABLE_ENTRY_SIZE)  # a table cut short mid-entry
+    count = len(raw) // L.TABLE_ENTRY_SIZE
     found = []
-    for index in range(len(raw) // L.TABLE_ENTRY_SIZE):
+    for index in range(count) if only is None else sorted(i for i in only if 0 <= i < count):
         at = index * L.TABLE_ENTRY_SIZE
         (pid, flags, generation, adopted_ns, refused, requests, failures, checks,
          counted_in) = L.TABLE_ENTRY.unpack_from(raw, at)
         if pid:
             canary = rollout if L.canary_key(index, pid) in canaries else 0
+            asked = locks_of is None or index in locks_of
             found.append(ReaderEntry(index, pid, generation, flags, adopted_ns, refused,
-                                     SUPPORTED and _held(table, index), requests, failures,
-                                     checks, counted_in, canary))
+                                     SUPPORTED and asked and _held(table, index), requests,
+                                     failures, checks, counted_in, canary))
     return found
+
+
+def held(table: SharedBlock, index: int) -> bool:
+    """Whether a live reader holds entry ``index`` (its lock is taken)."""
+    return SUPPORTED and _held(table, index)
 
 
 def is_full(table: SharedBlock) -> bool:

@@ -4,16 +4,27 @@ Prints ``ready GENERATION`` after attaching, then answers one line on stdin
 with one line: ``read`` prints ``GENERATION GREETING CANARY`` (CANARY 1 while
 the publisher made this process a canary), ``serve N F`` counts N requests,
 F of them failed, as an integration counts the requests it serves, and
-prints ``served``.
+prints ``served``. With ``--exit-on KEY`` it exits (status 3, at once, as a
+crash would) when it adopts a config whose KEY is true.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 import shmconf
 
 reader = shmconf.attach(sys.argv[1], timeout=10, idle_adoption=True)
+if sys.argv[2:3] == ["--exit-on"]:
+    key = sys.argv[3]
+
+    def crash(old: Any, new: Any) -> None:
+        if new and new.get(key):
+            os._exit(3)
+
+    reader.on_change(crash)
 print(f"ready {reader.generation}", flush=True)
 for line in sys.stdin:
     command, *args = line.split()
