@@ -6,20 +6,25 @@ one candidate, driven by the publisher's service loop (``Publisher.rollout_tick`
 until it decides. The mechanics live elsewhere: the writer publishes a
 candidate that only canaries read and promotes it (``writer.py``), readers
 count their requests and failures and find out that they are canaries
-(``reader.py``, ``adoption.py``), and the reader table carries both
-(``protocol/table.py``). docs/rollout.md tells the whole story.
+(``reader.py``, ``adoption.py``); the anchor lists the canaries and the
+reader table carries the counts (``protocol/``). docs/rollout.md tells the
+whole story.
 
 The decision, on every tick of a running rollout:
 
-1. a canary refused the candidate (its model rejected it), or a health check
-   or change callback failed in one: roll back at once;
+1. ``LOST_CANARIES_LIMIT`` canaries exited while holding the candidate, a
+   canary refused it (its model rejected it), or a health check or change
+   callback failed in one: roll back at once;
 2. the canaries served at least ``min_requests`` requests (1 when it is 0) and
    their failure ratio exceeds the other workers' by more than
    ``max_failure_increase``: roll back;
-3. the step has baked for ``bake_s`` and the canaries served at least
+3. the step has baked for ``bake_s``, every canary holds the candidate and
+   finished its health checks, and the canaries served at least
    ``min_requests``: go to the next step (more canaries), or promote after
-   the last; with fewer requests the step keeps baking (``status`` says so),
-   until they come or a person decides (``shmconf rollout NAME promote``).
+   the last. Otherwise the step keeps baking (``status`` says what it waits
+   for: canaries, a canary listed again, checks, requests) until it can go
+   on or a person decides (``shmconf rollout NAME promote|abort``). Nothing
+   is promoted without canaries.
 """
 
 from __future__ import annotations
