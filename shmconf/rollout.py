@@ -12,7 +12,7 @@ whole story.
 
 The decision, on every tick of a running rollout:
 
-1. ``LOST_CANARIES_LIMIT`` canaries exited while holding the candidate, a
+1. ``LOST_CANARIES_LIMIT`` canaries exited during the rollout, a
    canary refused it (its model rejected it), or a health check or change
    callback failed in one: roll back at once;
 2. the canaries served at least ``min_requests`` requests (1 when it is 0) and
@@ -182,9 +182,9 @@ class Verdict:
     count: int = 0
 
 
-#: Canaries that may exit while holding the candidate before that alone rolls
-#: it back: a worker recycled now and then (gunicorn's max_requests) is not a
-#: verdict, a candidate that kills the workers that adopt it is.
+#: Canaries that exit during a rollout before that alone rolls it back: a
+#: worker recycled now and then (gunicorn's max_requests) is not a verdict, a
+#: candidate that kills the workers that adopt it is.
 LOST_CANARIES_LIMIT: Final = 2
 
 
@@ -213,7 +213,6 @@ class RolloutRun:
     eligible: list[ReaderEntry] = field(default_factory=list)
     #: The current step got its canaries (its bake counts from then).
     _staffed: bool = False
-    _held: set[int] = field(default_factory=set)
 
     def judge(
         self, entries: Sequence[ReaderEntry], now: float | None = None, *, full: bool = True
@@ -242,10 +241,9 @@ class RolloutRun:
                     stable.add(entry, self.id)  # no lock asked: a dead one's counts count
             self.stable_health = stable
             self.eligible = [e for e in entries if e.idle_adoption and e.pid
-                             and e.slot not in self.canaries and e.slot not in self._held]
+                             and e.slot not in self.canaries]
         if self.lost >= LOST_CANARIES_LIMIT:
-            return Verdict("rollback", f"{self.lost} canaries exited while holding the "
-                           "candidate")
+            return Verdict("rollback", f"{self.lost} canaries exited during the rollout")
         verdict = self._judge_health(canaries)
         if verdict is not None:
             return verdict
@@ -260,8 +258,8 @@ class RolloutRun:
     ) -> tuple[list[ReaderEntry], list[int]]:
         """The listed canaries' live entries, and the pids of those not in the table now.
 
-        A listed canary whose process exited leaves the record; one that
-        held the candidate counts as lost.
+        A listed canary whose process exited leaves the record and counts
+        as lost.
         """
         by_slot = {e.slot: e for e in entries}
         canaries, missing = [], []
@@ -270,14 +268,11 @@ class RolloutRun:
             if entry is None:  # not in the table now (truncated): judged when it is back
                 missing.append(pid)
             elif entry.pid != pid or not entry.alive:  # its process exited
+                # Whatever it held: a new worker may have taken its entry already.
                 del self.canaries[slot]
-                # Its entry still says what it held when it died.
-                self.lost += slot in self._held or (
-                    entry.pid == pid and entry.generation == self.candidate)
+                self.lost += 1
             else:
                 canaries.append(entry)
-                if entry.generation == self.candidate:
-                    self._held.add(slot)
         return canaries, missing
 
     def _judge_health(self, canaries: list[ReaderEntry]) -> Verdict | None:
@@ -296,8 +291,7 @@ class RolloutRun:
 
     def _progress(self, canaries: list[ReaderEntry], now: float) -> Verdict:
         """Healthy so far: more canaries, more baking, the next step, or promote."""
-        eligible = [e for e in self.eligible
-                    if e.slot not in self.canaries and e.slot not in self._held]
+        eligible = [e for e in self.eligible if e.slot not in self.canaries]
         wanted = min(workers_for(self.policy.sizes[self.step], len(eligible) + len(canaries)),
                      L.CANARY_LIST_MAX)
         if len(canaries) < wanted:

@@ -117,7 +117,7 @@ def test_a_candidate_that_kills_its_canaries_is_rolled_back(
         wait_until(ended_while_respawning, 30, 0.02, "the rollout's end")
         ended = outcome(publisher, before)
         assert ended["outcome"] == "rolled back", ended
-        assert "canaries exited while holding the candidate" in ended["reason"]
+        assert "canaries exited during the rollout" in ended["reason"]
         assert deaths <= LOST_CANARIES_LIMIT + 1  # one more may be listed as the last dies
     finally:
         publisher.stop()
