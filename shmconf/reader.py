@@ -306,19 +306,22 @@ class Reader(Generic[T]):
     def report_failure(self) -> None:
         """Count a failure the integrations cannot see (a degraded answer, a failed job).
 
-        It counts against the generation this process holds, like a request
-        that failed: during a rollout, failures in canaries roll it back.
+        It adds a failure, without a request, under the generation this
+        process holds: during a rollout, failures in canaries roll it back.
+        Not for a failure ``count_request(failed=True)`` already counted.
         """
         self._health[1] += 1
 
     def add_health_check(self, check: Callable[[T], object]) -> Callable[[T], object]:
         """Run ``check(snapshot)`` when this process adopts a rollout's candidate as a canary.
 
-        A check that raises or returns ``False`` (a database host that does
-        not answer, say) is a failed check: the publisher rolls the candidate
-        back at once. It runs on the adopting thread (the adoption thread in
-        the integrations) and should take at most a few seconds. A change
-        callback that raises counts the same way. Returns ``check``.
+        A check that raises (anything, ``SystemExit`` included) or returns
+        ``False`` (a database host that does not answer, say) is a failed
+        check: the publisher rolls the candidate back at once. Checks run on
+        a thread of their own; one still running after
+        ``HEALTH_CHECK_TIMEOUT_S`` (10 s) counts as failed, and the rollout's
+        step waits for them. A change callback that raises counts the same
+        way. Returns ``check``.
         """
         self._checks.append(check)
         return check
@@ -329,7 +332,7 @@ class Reader(Generic[T]):
         return self._canary
 
     def _check_role(self) -> None:
-        """Become a canary, or stop being one, as the reader table and anchor say.
+        """Become a canary, or stop being one, as the anchor's canary list says.
 
         The adoption thread asks at every wake: the publisher lists the
         canaries in the anchor, then wakes every reader. A canary's fast path
