@@ -747,8 +747,9 @@ def _rollout(result: Any, img: str) -> str:
         f"**b.** {sizes}, each step baked {policy['bake_s']:g} s: {steps}, promoted at "
         f"{ms(good['decision_s'] * 1e3)}; the canaries failed {good['canary_health']['failures']} "
         f"of {good['canary_health']['requests']} requests."
-        + (f" A step's new canaries are chosen on the publisher's next tick, so they held "
-           f"the candidate {joined} after their step began." if joined else ""),
+        + (f" A step's new canaries are chosen on the publisher's next tick and held the "
+           f"candidate {joined} after their step began; the step's bake counts from their "
+           "choice." if joined else ""),
         "",
         f"![a rollout, per worker]({img}/bench-rollout.png)",
     ])
