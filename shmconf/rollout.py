@@ -39,6 +39,7 @@ from typing import Any, Final
 
 from shmconf.protocol import layout as L
 from shmconf.protocol.table import ReaderEntry
+from shmconf.status import pid_alive
 
 _PERCENT_RE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)%")
 
@@ -188,6 +189,12 @@ class Verdict:
 LOST_CANARIES_LIMIT: Final = 2
 
 
+#: How long a listed canary may be missing from the reader table (truncated,
+#: or made again) before the rollout stops waiting for it, in seconds: its
+#: reader writes its entry every 0.25 s and checks for a new table every 1 s.
+MISSING_CANARY_S: Final = 3.0
+
+
 @dataclass
 class RolloutRun:
     """One rollout of one candidate; the publisher keeps it and calls :meth:`judge`."""
@@ -213,6 +220,8 @@ class RolloutRun:
     eligible: list[ReaderEntry] = field(default_factory=list)
     #: The current step got its canaries (its bake counts from then).
     _staffed: bool = False
+    #: Listed canaries not found in the table, since when (table entry -> time).
+    _missing_since: dict[int, float] = field(default_factory=dict)
 
     def judge(
         self, entries: Sequence[ReaderEntry], now: float | None = None, *, full: bool = True
@@ -225,7 +234,7 @@ class RolloutRun:
         publisher does that once a second, the canaries every tick).
         """
         now = time.monotonic() if now is None else now
-        canaries, missing = self._find_canaries(entries)
+        canaries, missing = self._find_canaries(entries, now)
         canary = Health()
         for entry in canaries:
             if entry.refused == self.candidate:
@@ -254,25 +263,32 @@ class RolloutRun:
         return self._progress(canaries, now)
 
     def _find_canaries(
-        self, entries: Sequence[ReaderEntry]
+        self, entries: Sequence[ReaderEntry], now: float
     ) -> tuple[list[ReaderEntry], list[int]]:
         """The listed canaries' live entries, and the pids of those not in the table now.
 
         A listed canary whose process exited leaves the record and counts
-        as lost.
+        as lost. One whose process lives but whose entry is gone (the table
+        was made again, and it took another entry, which is not listed: it is
+        no canary any more) leaves the record after MISSING_CANARY_S; until
+        then it may be a truncated table that its reader writes again.
         """
         by_slot = {e.slot: e for e in entries}
         canaries, missing = [], []
         for slot, pid in list(self.canaries.items()):
             entry = by_slot.get(slot)
-            if entry is None:  # not in the table now (truncated): judged when it is back
-                missing.append(pid)
-            elif entry.pid != pid or not entry.alive:  # its process exited
-                # Whatever it held: a new worker may have taken its entry already.
-                del self.canaries[slot]
-                self.lost += 1
-            else:
+            if entry is not None and entry.pid == pid and entry.alive:
                 canaries.append(entry)
+                self._missing_since.pop(slot, None)
+            elif not pid_alive(pid):  # it exited (a zombie too), whatever it held
+                del self.canaries[slot]
+                self._missing_since.pop(slot, None)
+                self.lost += 1
+            elif now - self._missing_since.setdefault(slot, now) >= MISSING_CANARY_S:
+                del self.canaries[slot]  # moved to an entry that is not listed
+                del self._missing_since[slot]
+            else:
+                missing.append(pid)
         return canaries, missing
 
     def _judge_health(self, canaries: list[ReaderEntry]) -> Verdict | None:

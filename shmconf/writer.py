@@ -543,15 +543,10 @@ class Writer:
 
     def reader_alive(self, entry: int, pid: int) -> bool:
         """Whether table entry ``entry`` is held by a live process ``pid`` (a canary to be)."""
-        if self._table is None or not table.held(self._table, entry):
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False  # a pid that no process has: written by someone else
-        except PermissionError:
-            pass  # another user's process (a worker that dropped privileges)
-        return True
+        from shmconf.status import pid_alive
+
+        # A pid that no process has was written by someone else.
+        return self._table is not None and table.held(self._table, entry) and pid_alive(pid)
 
     @property
     def rollout(self) -> int:

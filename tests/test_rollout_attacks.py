@@ -288,3 +288,25 @@ def test_a_policy_that_cannot_travel_to_the_publisher_process_is_refused_at_once
 
     with pytest.raises(ValueError, match="finite"):
         _portable_options({"rollout": {"bake_s": float("inf")}})
+
+
+def test_a_rollout_goes_on_when_the_reader_table_is_made_again(
+        name: str, workers: list[subprocess.Popen[str]]) -> None:
+    publisher = Publisher(name, rollout=Rollout(canary=1, bake_s=1, min_requests=0))
+    try:
+        publisher.publish({"v": 1})
+        publisher.start()
+        start_workers(name, workers, 3)
+        listed(publisher, 3)
+        before = publisher.last_rollout
+        publisher.publish({"v": 2})
+        wait_until(lambda: publisher.rollout is not None
+                   and publisher.rollout.canary_health.workers == 1, 10)
+        # The owner's tooling removes the table; the publisher makes it again at
+        # its next heartbeat and every reader takes a new entry there.
+        os.unlink(f"/dev/shm/{L.table_shm_name(name)}")
+        ended = outcome(publisher, before, 20)
+        assert ended["outcome"] == "promoted", ended  # neither wedged nor rolled back
+    finally:
+        publisher.stop()
+        publisher.unlink()
