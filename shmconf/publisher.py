@@ -678,9 +678,16 @@ class Publisher:
         if not picked:
             self._rollout_scan_due = 0.0  # look at the whole table again next tick
             return
+        if writer.canary_room() < len(picked):
+            # The anchor's list still names canaries that left: write it again
+            # with the ones this rollout has (their readers find themselves).
+            writer.reset_canaries(list(run.canaries.items()))
         added = writer.add_canaries(picked)
+        if not added:
+            run.waiting = f"the canary list is full ({L.CANARY_LIST_MAX} canaries)"
+            return
         for slot, pid in picked[:added]:
-            run.canaries[slot] = pid
+            run.listed(slot, pid)
         writer.wake_readers()
         run.staffed()  # the step's bake runs from its canaries' start
         log.info("config %r: rollout of generation %d, step %d: canaries %s", self.name,

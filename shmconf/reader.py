@@ -342,12 +342,14 @@ class Reader(Generic[T]):
         rollout = int(self._full[L.A_ROLLOUT])
         if not rollout and not self._canary and not self._rollout_seen:
             return
-        entry = self._entry
-        canary = (bool(rollout) and entry is not None
-                  and L.canary_key(entry, self._pid) in canaries(self._full))
         if rollout != self._rollout_seen:
             self._rollout_seen = rollout  # counts start again in each rollout
             self._health = [0, 0, 0]
+        if rollout and not self._full[L.A_CANARY_COUNT]:
+            return  # no list yet, or the publisher writes it again: no change
+        entry = self._entry
+        canary = (bool(rollout) and entry is not None
+                  and L.canary_key(entry, self._pid) in canaries(self._full))
         if canary == self._canary:
             return
         if canary:
@@ -385,11 +387,15 @@ class Reader(Generic[T]):
     def _run_checks(self, snapshot: T) -> None:
         """A canary's health checks on the candidate it adopted, on a thread of their own.
 
-        The adoption thread waits for them up to HEALTH_CHECK_TIMEOUT_S; a
-        check still running then counts as failed. A request thread that
-        adopted does not wait. The outcome is written to the table at once.
+        Nobody waits for them: the rollout's step does (the entry says
+        "checking"). Checks still running after HEALTH_CHECK_TIMEOUT_S count
+        as failed, whichever thread adopted. The outcome is written to the
+        table at once.
         """
         if not self._checks:
+            if self._checking:
+                self._checking = False
+                self._update_entry()
             return
         generation = self._gen
         recorded = threading.Lock()  # the outcome is written once: by the checks or the wait
@@ -414,17 +420,19 @@ class Reader(Generic[T]):
                         log.error("config %r: health check %r failed on candidate "
                                   "generation %d", self.name, check, generation)
                 failed += not ok
+            deadline.cancel()
             record(failed)
 
-        thread = threading.Thread(target=run, name=f"shmconf-check-{self.name}", daemon=True)
-        thread.start()
-        if getattr(adoption_thread, "active", False):
-            thread.join(HEALTH_CHECK_TIMEOUT_S)
-            if thread.is_alive():
-                log.error("config %r: the health checks of candidate generation %d did not "
-                          "finish in %gs: counted as failed", self.name, generation,
-                          HEALTH_CHECK_TIMEOUT_S)
-                record(1)
+        def too_late() -> None:
+            log.error("config %r: the health checks of candidate generation %d did not "
+                      "finish in %gs: counted as failed", self.name, generation,
+                      HEALTH_CHECK_TIMEOUT_S)
+            record(1)
+
+        deadline = threading.Timer(HEALTH_CHECK_TIMEOUT_S, too_late)
+        deadline.daemon = True
+        deadline.start()
+        threading.Thread(target=run, name=f"shmconf-check-{self.name}", daemon=True).start()
 
     def remove_callback(self, callback: ChangeCallback) -> None:
         """Stop calling ``callback``."""
@@ -488,10 +496,15 @@ class Reader(Generic[T]):
             self._lock.release()
         if new is old:
             return new
-        for callback, parts in callbacks:
-            self._run_callback(callback, parts, old, new)
-        if self._canary and self._full[L.A_ROLLOUT]:
-            self._run_checks(new)
+        try:
+            for callback, parts in callbacks:
+                self._run_callback(callback, parts, old, new)
+        finally:  # even past a callback's SystemExit: the entry must not say "checking" for ever
+            if self._canary and self._full[L.A_ROLLOUT]:
+                self._run_checks(new)
+            elif self._checking:
+                self._checking = False
+                self._update_entry()
         return new
 
     def _may_adopt(self) -> bool:

@@ -12,7 +12,7 @@ whole story.
 
 The decision, on every tick of a running rollout:
 
-1. ``LOST_CANARIES_LIMIT`` canaries exited during the rollout, a
+1. ``LOST_CANARIES_LIMIT`` canaries exited soon after they became canaries, a
    canary refused it (its model rejected it), or a health check or change
    callback failed in one: roll back at once;
 2. the canaries served at least ``min_requests`` requests (1 when it is 0) and
@@ -183,10 +183,13 @@ class Verdict:
     count: int = 0
 
 
-#: Canaries that exit during a rollout before that alone rolls it back: a
-#: worker recycled now and then (gunicorn's max_requests) is not a verdict, a
-#: candidate that kills the workers that adopt it is.
+#: Canaries that exit soon after they became canaries (within LOST_WINDOW_S)
+#: before that alone rolls the candidate back: a candidate that kills the
+#: workers that adopt it does that at once, where a worker recycled now and
+#: then (gunicorn's max_requests) exits at any time, and is then replaced.
 LOST_CANARIES_LIMIT: Final = 2
+#: See LOST_CANARIES_LIMIT, in seconds.
+LOST_WINDOW_S: Final = 10.0
 
 
 #: How long a listed canary may be missing from the reader table (truncated,
@@ -214,7 +217,7 @@ class RolloutRun:
     canary_health: Health = field(default_factory=Health)
     stable_health: Health = field(default_factory=Health)
     waiting: str = ""
-    #: Listed canaries whose process exited after it held the candidate.
+    #: Listed canaries whose process exited within LOST_WINDOW_S of their listing.
     lost: int = 0
     #: Workers that could become canaries, from the last full look at the table.
     eligible: list[ReaderEntry] = field(default_factory=list)
@@ -222,6 +225,17 @@ class RolloutRun:
     _staffed: bool = False
     #: Listed canaries not found in the table, since when (table entry -> time).
     _missing_since: dict[int, float] = field(default_factory=dict)
+    #: When each canary was listed (or, carried over, got this candidate).
+    _listed_at: dict[int, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for slot in self.canaries:  # a replaced candidate's: this one reaches them now
+            self._listed_at[slot] = self.step_started
+
+    def listed(self, slot: int, pid: int) -> None:
+        """Record a canary this publisher just listed in the anchor."""
+        self.canaries[slot] = pid
+        self._listed_at[slot] = time.monotonic()
 
     def judge(
         self, entries: Sequence[ReaderEntry], now: float | None = None, *, full: bool = True
@@ -252,7 +266,8 @@ class RolloutRun:
             self.eligible = [e for e in entries if e.idle_adoption and e.pid
                              and e.slot not in self.canaries]
         if self.lost >= LOST_CANARIES_LIMIT:
-            return Verdict("rollback", f"{self.lost} canaries exited during the rollout")
+            return Verdict("rollback", f"{self.lost} canaries exited within "
+                           f"{LOST_WINDOW_S:g} s of becoming canaries")
         verdict = self._judge_health(canaries)
         if verdict is not None:
             return verdict
@@ -283,7 +298,7 @@ class RolloutRun:
             elif not pid_alive(pid):  # it exited (a zombie too), whatever it held
                 del self.canaries[slot]
                 self._missing_since.pop(slot, None)
-                self.lost += 1
+                self.lost += now - self._listed_at.pop(slot, now) < LOST_WINDOW_S
             elif now - self._missing_since.setdefault(slot, now) >= MISSING_CANARY_S:
                 del self.canaries[slot]  # moved to an entry that is not listed
                 del self._missing_since[slot]

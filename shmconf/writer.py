@@ -509,6 +509,20 @@ class Writer:
         announce(words, self._wake)
         return candidate
 
+    def canary_room(self) -> int:
+        """How many more canaries the anchor's list holds."""
+        return L.CANARY_LIST_MAX - len(self._canaries)
+
+    def reset_canaries(self, canaries: list[tuple[int, int]]) -> None:
+        """Write the canary list again with just ``canaries`` (``(entry, pid)``).
+
+        The count goes to 0 first: a reader that looks meanwhile finds no
+        list and stays as it is until its next look (``Reader._check_role``).
+        """
+        self._set(L.A_CANARY_COUNT, 0)
+        self._canaries = []
+        self.add_canaries(canaries)
+
     def add_canaries(self, canaries: list[tuple[int, int]]) -> int:
         """Add ``(table entry, pid)`` readers to the canary list; returns how many fit.
 

@@ -117,7 +117,7 @@ def test_a_candidate_that_kills_its_canaries_is_rolled_back(
         wait_until(ended_while_respawning, 30, 0.02, "the rollout's end")
         ended = outcome(publisher, before)
         assert ended["outcome"] == "rolled back", ended
-        assert "canaries exited during the rollout" in ended["reason"]
+        assert "canaries exited within 10 s of becoming canaries" in ended["reason"]
         assert deaths <= LOST_CANARIES_LIMIT + 1  # one more may be listed as the last dies
     finally:
         publisher.stop()
@@ -308,5 +308,66 @@ def test_a_rollout_goes_on_when_the_reader_table_is_made_again(
         ended = outcome(publisher, before, 20)
         assert ended["outcome"] == "promoted", ended  # neither wedged nor rolled back
     finally:
+        publisher.stop()
+        publisher.unlink()
+
+
+def test_a_canary_recycled_long_after_it_became_one_is_no_verdict(
+        name: str, workers: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from shmconf import rollout
+
+    monkeypatch.setattr(rollout, "LOST_WINDOW_S", 0.2)
+    publisher = Publisher(name, rollout=Rollout(canary=1, bake_s=600, min_requests=0))
+    try:
+        publisher.publish({"v": 1})
+        publisher.start()
+        start_workers(name, workers, 3)
+        listed(publisher, 3)
+        publisher.publish({"v": 2})
+        run = publisher.rollout
+        assert run is not None
+        for _ in range(3):  # as gunicorn's max_requests recycles a worker now and then
+            wait_until(lambda: run.canary_health.workers == 1, 10)
+            (canary,) = [p for p in workers if p.pid in run.canaries.values()]
+            canary.kill()
+            canary.communicate()
+            workers.remove(canary)
+            start_workers(name, workers, 1)
+            wait_until(lambda: canary.pid not in run.canaries.values(), 10)
+        assert publisher.rollout is run  # still running, no rollback
+        assert run.lost == 0
+    finally:
+        publisher.stop()
+        publisher.unlink()
+
+
+def test_a_replaced_candidates_hanging_check_still_fails_at_its_deadline(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shmconf import reader as reader_module
+
+    monkeypatch.setattr(reader_module, "HEALTH_CHECK_TIMEOUT_S", 0.5)
+    publisher = Publisher(name, rollout=Rollout(canary=1, bake_s=600, min_requests=0))
+    reader = None
+    release = threading.Event()
+    try:
+        publisher.publish({"v": 1})
+        publisher.start()
+        reader = shmconf.attach(name, idle_adoption=True)
+        reader.add_health_check(lambda config: release.wait(60))
+        listed(publisher, 1)
+        before = publisher.last_rollout
+        publisher.publish({"v": 2})
+        wait_until(lambda: reader is not None and reader._checking, 10)
+        publisher.publish({"v": 3})  # replaces the candidate while its check hangs
+        ended = outcome(publisher, before)
+        while ended["outcome"] == "replaced":  # the first one ended as replaced
+            before = publisher.last_rollout
+            ended = outcome(publisher, before)
+        assert ended["outcome"] == "rolled back", ended
+        assert "health check" in ended["reason"]
+    finally:
+        release.set()
+        if reader is not None:
+            reader.close()
         publisher.stop()
         publisher.unlink()
