@@ -653,6 +653,9 @@ class Publisher:
             self._rollout_scan_due = now + _ROLLOUT_SCAN_S
         entries = writer.readers(only=None if full else listed, locks_of=listed)
         verdict = run.judge(entries, now, full=full)
+        if run.relist:
+            run.relist = False
+            writer.reset_canaries(list(run.canaries.items()))
         if verdict.action == "grow":
             self._add_canaries(run, verdict)
         elif verdict.action == "step":

@@ -841,7 +841,8 @@ class Reader(Generic[T]):
         self._pending_since = 0.0
         # A canary's child is no canary: it may take the stable generation
         # below the candidate its parent held (and refuses nothing yet).
-        self._allow_back, self._bad_generation = self._canary, -1
+        if self._canary:
+            self._allow_back, self._bad_generation = True, -1
         self._words, self._canary, self._rollout_seen = self._full, False, 0
         self._health, self._flushed = [0, 0, 0], ()
         if adopter is not None:

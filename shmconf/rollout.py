@@ -227,6 +227,8 @@ class RolloutRun:
     _missing_since: dict[int, float] = field(default_factory=dict)
     #: When each canary was listed (or, carried over, got this candidate).
     _listed_at: dict[int, float] = field(default_factory=dict)
+    #: The anchor's list names a canary this record dropped: write it again.
+    relist: bool = False
 
     def __post_init__(self) -> None:
         for slot in self.canaries:  # a replaced candidate's: this one reaches them now
@@ -302,6 +304,7 @@ class RolloutRun:
             elif now - self._missing_since.setdefault(slot, now) >= MISSING_CANARY_S:
                 del self.canaries[slot]  # moved to an entry that is not listed
                 del self._missing_since[slot]
+                self.relist = True  # and its old entry must not make it one again
             else:
                 missing.append(pid)
         return canaries, missing

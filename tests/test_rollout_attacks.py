@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -328,12 +329,15 @@ def test_a_canary_recycled_long_after_it_became_one_is_no_verdict(
         assert run is not None
         for _ in range(3):  # as gunicorn's max_requests recycles a worker now and then
             wait_until(lambda: run.canary_health.workers == 1, 10)
+            # A canary for longer than the window (0.2 s here, 10 s by default).
+            wait_until(lambda: min(run._listed_at.values(), default=0) < time.monotonic() - 0.3)
             (canary,) = [p for p in workers if p.pid in run.canaries.values()]
             canary.kill()
             canary.communicate()
             workers.remove(canary)
             start_workers(name, workers, 1)
-            wait_until(lambda: canary.pid not in run.canaries.values(), 10)
+            gone = canary.pid
+            wait_until(lambda: gone not in run.canaries.values(), 10)  # noqa: B023
         assert publisher.rollout is run  # still running, no rollback
         assert run.lost == 0
     finally:
