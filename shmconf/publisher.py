@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import grp
 import logging
 import os
@@ -30,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, TypeVar
 
 import filelock
 import orjson
@@ -70,6 +71,8 @@ log = logging.getLogger("shmconf.publisher")
 #: Largest serialized config accepted by default (``max_bytes``): far above
 #: any sane config, far below what would strain /dev/shm.
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 #: During a rollout, how often the whole reader table is read (the other
 #: workers' health, the workers that may become canaries), in seconds.
 _ROLLOUT_SCAN_S: Final = 1.0
@@ -95,6 +98,23 @@ class PublisherStats:
         self.durations_s.append(seconds)
         del self.durations_s[:-1000]  # a bounded window for the histogram
         self.last_error = None
+
+
+def _one_writer(
+    method: Callable[Concatenate[Publisher, _P], _R],
+) -> Callable[Concatenate[Publisher, _P], _R]:
+    """Run ``method`` holding the publisher's writing lock (``Publisher._writing``).
+
+    ``publish()`` may come from the application's thread while the service
+    judges the rollout and heartbeats on its own: one at a time. The lock is
+    reentrant, so a locked method may call another.
+    """
+    @functools.wraps(method)
+    def locked(publisher: Publisher, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with publisher._writing:
+            return method(publisher, *args, **kwargs)
+
+    return locked
 
 
 def _rejection_reason(exc: BaseException) -> str:
@@ -179,9 +199,7 @@ class Publisher:
         self._rollout_scan_due = 0.0
         #: How the last rollout ended, as ``status`` shows it.
         self.last_rollout: dict[str, Any] | None = None
-        # publish() may come from the application's thread while the service
-        # judges the rollout and heartbeats on its own: one at a time.
-        self._writing = threading.RLock()
+        self._writing = threading.RLock()  # see _one_writer
         #: Set by a running service: asks its loop to judge the rollout now.
         self.wake_service: Callable[[], object] | None = None
         #: The class snapshots are validated with (see shmconf.model).
@@ -462,6 +480,7 @@ class Publisher:
                  self.name, target.generation, generation)
         return generation
 
+    @_one_writer
     def _publish(
         self,
         data: Mapping[str, Any],
@@ -472,22 +491,6 @@ class Publisher:
         force: bool = False,
         revisions: Mapping[str, int] | None = None,
         rollout_note: str = "",
-    ) -> int:
-        with self._writing:
-            return self._publish_locked(data, instance, origin=origin,
-                                        source_names=source_names, force=force,
-                                        revisions=revisions, rollout_note=rollout_note)
-
-    def _publish_locked(
-        self,
-        data: Mapping[str, Any],
-        instance: Any,
-        *,
-        origin: str,
-        source_names: Sequence[str],
-        force: bool,
-        revisions: Mapping[str, int] | None,
-        rollout_note: str,
     ) -> int:
         started = time.perf_counter()
         data, payload = self._serialize(data, instance)
@@ -546,7 +549,7 @@ class Publisher:
         if canary:
             # Its canaries now (once it is in the history), not at the service's
             # next tick; from then on the service judges it every ROLLOUT_TICK_S.
-            self._rollout_tick()
+            self.rollout_tick()
             if self.wake_service is not None:
                 self.wake_service()
         return generation
@@ -555,10 +558,10 @@ class Publisher:
     def _model_name(self) -> str | None:
         return getattr(self.model, "__name__", None)
 
+    @_one_writer
     def heartbeat(self) -> None:
         """The writer's heartbeat (the service calls it every second)."""
-        with self._writing:
-            self.writer.heartbeat()
+        self.writer.heartbeat()
 
     # -- rollouts (docs/rollout.md) ---------------------------------------------------
 
@@ -625,15 +628,12 @@ class Publisher:
             self._rollout_ended(previous, "replaced", f"replaced by candidate {generation}")
         return generation
 
+    @_one_writer
     def rollout_tick(self) -> str | None:
         """Judge the running rollout now and act on it; returns what was done (or None).
 
         The service calls this several times a second while a rollout runs.
         """
-        with self._writing:
-            return self._rollout_tick()
-
-    def _rollout_tick(self) -> str | None:
         run = self._run
         if run is None:
             return None
@@ -697,12 +697,9 @@ class Publisher:
                  run.candidate, run.step + 1,
                  ", ".join(str(p) for p in sorted(run.canaries.values())))
 
+    @_one_writer
     def promote(self, reason: str = "promoted by a person") -> int:
         """Give the running rollout's candidate to every worker now; returns its generation."""
-        with self._writing:
-            return self._promote(reason)
-
-    def _promote(self, reason: str) -> int:
         run = self._run
         if run is None:
             raise ShmconfError(f"config {self.name!r}: no rollout is running")
@@ -714,6 +711,7 @@ class Publisher:
                  generation, reason)
         return generation
 
+    @_one_writer
     def abort_rollout(self, reason: str = "aborted by a person") -> int:
         """Roll the running rollout's candidate back; returns the generation published.
 
@@ -723,10 +721,6 @@ class Publisher:
         :meth:`rollback`: sources that still hold the candidate publish
         nothing until they change.
         """
-        with self._writing:
-            return self._abort_rollout(reason)
-
-    def _abort_rollout(self, reason: str) -> int:
         run = self._run
         if run is None:
             raise ShmconfError(f"config {self.name!r}: no rollout is running")
