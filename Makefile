@@ -20,8 +20,11 @@ PYYAML_OLD := 6.0.3
 # Use the interpreters on this machine; never download one.
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
+# shmconf's own venvs build the C speedups (hatch_build.py) or fail: the
+# tests and benchmarks measure the C paths (the pure-Python ones: make unit-pure).
+export SHMCONF_SPEEDUPS := require
 
-.PHONY: all venv demo test lint typecheck unit yaml-compat bench bench-quick bench-servers \
+.PHONY: all venv demo test lint typecheck unit unit-pure yaml-compat bench bench-quick bench-servers \
 	fuzz soak lock test-latest test-matrix clean
 
 all: test
@@ -32,9 +35,9 @@ $(UV): requirements-uv.txt
 	touch $@
 
 # The project goes in editable; everything else exactly as locked.
-$(STAMP): pyproject.toml uv.lock $(UV)
+$(STAMP): pyproject.toml uv.lock $(UV) hatch_build.py shmconf/_speedups.c
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --quiet --locked --python $(PYTHON) \
-	  --extra dev --extra bench
+	  --extra dev --extra bench --reinstall-package shmconf
 	touch $@
 
 venv: $(STAMP)
@@ -76,13 +79,21 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check shmconf tests bench examples
+	$(BIN)/ruff check shmconf tests bench examples hatch_build.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict shmconf
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The reader's tests once more on the Python paths that serve where the C
+# speedups are not built (shmconf/_fastpath.py, shmconf/frozen.py).
+PURE_TESTS := tests/test_reader.py tests/test_torn_reads.py tests/test_frozen.py \
+	tests/test_speedups.py tests/test_callbacks.py tests/test_current.py tests/test_rollout.py
+unit-pure: $(STAMP)
+	@echo "The reader's tests on the pure-Python paths (SHMCONF_SPEEDUPS=0):"
+	SHMCONF_SPEEDUPS=0 $(BIN)/python -m pytest -q -p no:cacheprovider $(PURE_TESTS)
 
 # The YAML source tests once more on the older PyYAML, layered over the
 # locked venv (skipped when PYYAML_OLD is empty, as in test-latest).
@@ -95,7 +106,7 @@ yaml-compat: $(STAMP)
 
 # The bench smoke run checks only that every measure completes and writes its
 # report (bench/out/); it runs before pytest so that pytest's summary ends the log.
-test: lint typecheck bench-quick yaml-compat unit
+test: lint typecheck bench-quick yaml-compat unit-pure unit
 
 bench: $(STAMP) bench-servers
 	$(BIN)/python -m bench

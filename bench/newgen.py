@@ -19,7 +19,8 @@ bench`` runs the same measure (``new_generation``) and docs/bench.md shows it.
    payload (median of several calls, the GC treated as the reader treats it),
    as ratios to ``orjson.loads``: the stdlib's C scanner with a hook that
    builds the read-only containers as it goes, the recursive copy shmconf
-   used before, the in-place freeze it uses now; for a model,
+   used before, the Python freezes (in place, and sharing what did not
+   change) and the C one it uses where built; for a model,
    ``model_validate`` of orjson's dicts against ``model_validate_json``
    with and without pydantic's string cache.
 """
@@ -50,6 +51,7 @@ from bench._common import (
     with_version,
 )
 from shmconf import frozen
+from shmconf._fastpath import speedups
 from shmconf.frozen import FrozenDict, FrozenList, _NewDict, _NewList
 
 #: Publishes per size (quick runs: a smoke test only).
@@ -184,8 +186,9 @@ def _steps(probe: Any, typed_probe: Any) -> dict[str, int]:
         t0 = now()
         parsed = orjson.loads(payload)
         t1 = now()
-        # As get() does: what did not change is taken from the snapshot it replaces.
-        box = [frozen._freeze_reusing(parsed, probe._snapshot)]
+        # As get() does: in place in C, else sharing what did not change (frozen.loads).
+        box = [frozen._freeze(parsed) if speedups is not None
+               else frozen._freeze_reusing(parsed, probe._snapshot)]
         del parsed  # as frozen.loads() drops orjson's containers
         t2 = now()
         steps.update(parse=t1 - t0, freeze=t2 - t1, **_after(box, "plain"))
@@ -246,7 +249,8 @@ def options(payload: bytes, model: type[Any], previous: bytes) -> dict[str, floa
     """Each way to build a snapshot from ``payload``, timed alone; median ns by name.
 
     ``previous`` is the version before (one value differs): what the
-    sharing freeze takes unchanged containers from.
+    sharing freeze takes unchanged containers from. The C freeze
+    (``shmconf._speedups``) is measured where it is built.
     """
     from pydantic import ConfigDict
 
@@ -261,15 +265,19 @@ def options(payload: bytes, model: type[Any], previous: bytes) -> dict[str, floa
         "json_object_hook": lambda: _top(json.loads(payload, object_hook=_object_hook)),
         "json_pairs_hook": lambda: _top(json.loads(payload, object_pairs_hook=_pairs_hook)),
         "copy_freeze": lambda: _copy_freeze(orjson.loads(payload)),
-        "inplace_freeze": lambda: frozen.loads(payload),
-        "shared_freeze": lambda: frozen.loads(payload, before),
+        "inplace_freeze": lambda: frozen._freeze_owned(orjson.loads(payload)),
+        "shared_freeze": lambda: frozen._freeze_reusing(orjson.loads(payload), before),
         "model_dict": lambda: model.model_validate(orjson.loads(payload)),
         "model_json_cache": lambda: validate(cached, payload, by_name=True),
         "model_json": lambda: validate(snapshot, payload, by_name=True),
     }
+    if speedups is not None:
+        candidates["c_freeze"] = lambda: speedups.freeze(orjson.loads(payload))
     expected = frozen.loads(payload)
     for key in ("json_object_hook", "json_pairs_hook", "copy_freeze", "inplace_freeze",
-                "shared_freeze"):
+                "shared_freeze", "c_freeze"):
+        if key not in candidates:
+            continue
         _check_snapshot(candidates[key](), expected, key)
     calls = 3 if len(payload) > 256 * KIB else 15
     samples: dict[str, list[int]] = {key: [] for key in candidates}

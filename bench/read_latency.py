@@ -127,7 +127,10 @@ def unchanged(session: Session) -> dict[str, Any]:
                                   "overhead_ns")}
         rows[key]["samples"] = sum(int(r["samples"]) for r in reps_stats)
         rows[key]["errors"] = sum(int(r["errors"]) for r in reps_stats)
-    return {"config_bytes": CONFIG_BYTES, "repetitions": reps, "rows": rows, "errors": errors}
+    from shmconf._fastpath import speedups
+
+    return {"config_bytes": CONFIG_BYTES, "repetitions": reps, "rows": rows, "errors": errors,
+            "fast_path": "the C" if speedups is not None else "the Python"}
 
 
 def _batch_mean(batch: Any, seconds: float, size: int = 100) -> float:

@@ -16,6 +16,8 @@ from typing import Any, NoReturn
 
 import orjson
 
+from shmconf._fastpath import speedups
+
 
 def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
     raise TypeError(f"a config snapshot is read-only ({type(self).__name__}); copy it "
@@ -89,17 +91,21 @@ def loads(payload: bytes, previous: Any = None) -> Any:
     """Parse JSON into read-only containers: what ``get()`` returns without a model.
 
     orjson builds plain dicts and lists, which no one else holds yet, so
-    they are frozen in place: each container is copied once into its
-    read-only class (in C) and its frozen children are stored into it.
+    they are frozen in place. With shmconf's C speedups each one is given
+    its read-only class where it lies (``shmconf/_speedups.c``): the freeze
+    costs a walk over the containers.
 
-    ``previous`` is the snapshot this one replaces: a top-level value (a
-    section of the config) equal to the one under the same key there is
-    taken from it instead of being frozen again, so a change confined to a
-    few sections costs little more than the parse (docs/bench.md).
-    Read-only containers can be shared; nothing tells a shared one from a
-    fresh one but ``is``.
+    Without them each container is copied once into its read-only class (in
+    C) and its frozen children are stored into it; then ``previous``, the
+    snapshot this one replaces, pays off: a top-level value (a section of
+    the config) equal to the one under the same key there is taken from it
+    instead of being frozen again, so a change confined to a few sections
+    costs little more than the parse (docs/bench.md measures both). The C
+    freeze is cheaper than that comparison, so it ignores ``previous``.
     Raises ``orjson.JSONDecodeError`` like ``orjson.loads``.
     """
+    if speedups is not None:
+        return speedups.freeze(orjson.loads(payload))
     if previous is None:
         return _freeze_owned(orjson.loads(payload))
     return _freeze_reusing(orjson.loads(payload), previous)
@@ -121,10 +127,14 @@ def loads_in_sections(
     old = previous if type(previous) is FrozenDict else {}
     for key, start, end, kind in sections:
         if kind == "value":
-            parsed, prior = orjson.loads(view[start:end]), old.get(key)
-            result[key] = prior if _same(parsed, prior) else _freeze_owned(parsed)
+            parsed = orjson.loads(view[start:end])
+            if speedups is not None:
+                result[key] = speedups.freeze(parsed)
+            else:
+                prior = old.get(key)
+                result[key] = prior if _same(parsed, prior) else _freeze_owned(parsed)
         elif kind == "items":
-            run = _freeze_list(orjson.loads(b"[" + view[start:end].tobytes() + b"]"))
+            run = _freeze(orjson.loads(b"[" + view[start:end].tobytes() + b"]"))
             if key not in lists:
                 lists[key] = []
                 result[key] = None  # its place in the key order, filled below
@@ -147,7 +157,7 @@ def freeze(value: Any) -> Any:
     ``value`` is left as it is: its dicts and lists are copied, then frozen;
     the values inside them are shared, as before.
     """
-    return _freeze_owned(_copy_containers(value))
+    return _freeze(_copy_containers(value))
 
 
 def _copy_containers(value: Any) -> Any:
@@ -230,3 +240,9 @@ def _freeze_list(value: list[Any]) -> FrozenList:
     frozen = _NewList(value)
     frozen.__class__ = FrozenList
     return frozen  # type: ignore[return-value]  # its class is FrozenList now
+
+
+if speedups is not None:
+    speedups.register(FrozenDict, FrozenList)
+#: Freeze containers nobody else holds: in place in C, else copied in Python.
+_freeze: Callable[[Any], Any] = speedups.freeze if speedups is not None else _freeze_owned

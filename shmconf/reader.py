@@ -2,7 +2,8 @@
 
 ``Reader.get()`` on an unchanged config is one aligned 8-byte load from the
 anchor (R1), a compare with the cached generation and the return of the
-cached object: no lock, no syscall, no copy. Only a new generation takes the
+cached object: no lock, no syscall, no copy (in C where shmconf._speedups is
+built: ``shmconf/_fastpath.py``). Only a new generation takes the
 slow path, once per process: R2 here, R3-R6 in
 :func:`shmconf.protocol.slot.read_slot`, R7 here (``docs/design.md`` lists
 the steps and why each check is needed). Any failed check goes back to R1, a
@@ -57,7 +58,10 @@ from shmconf.protocol.slot import open_data, read_slot
 from shmconf.protocol.table import open_table
 
 if TYPE_CHECKING:
+    from shmconf._fastpath import PyFastPath as FastPath
     from shmconf.adoption import IdleAdopter
+else:
+    from shmconf._fastpath import FastPath
 
 log = logging.getLogger("shmconf.reader")
 
@@ -103,15 +107,15 @@ class _Retired(_Unreadable):
     """The name was unlinked and nothing is published under it yet: wait quietly."""
 
 
-class Reader(Generic[T]):
+class Reader(FastPath, Generic[T]):
     """A process's handle on a published config. Create with :func:`attach`.
 
     Thread-safe: ``get()`` may be called from any number of threads; the slow
-    path takes a lock, the fast path takes none.
+    path takes a lock, the fast path takes none. ``get()`` and the three
+    attributes it reads (``_words``, ``_gen``, ``_snapshot``) come from
+    :class:`shmconf._fastpath.FastPath`.
     """
 
-    # Every attribute the fast path touches is a slot: an attribute load from
-    # a slot is cheaper than from an instance dict.
     __slots__ = (
         "__weakref__",
         "_adopted_ns",
@@ -132,7 +136,6 @@ class Reader(Generic[T]):
         "_expect",
         "_flushed",
         "_full",
-        "_gen",
         "_health",
         "_lock",
         "_meta",
@@ -144,12 +147,10 @@ class Reader(Generic[T]):
         "_retired_check_at",
         "_rollout_seen",
         "_serial",
-        "_snapshot",
         "_stride",
         "_table",
         "_table_checked_at",
         "_trusted_uids",
-        "_words",
         "_writer_uid",
         "name",
     )
@@ -203,7 +204,7 @@ class Reader(Generic[T]):
         self._lock = threading.Lock()
         self._gen: int = -1
         self._bad_generation: int = -1
-        self._snapshot: T = None  # type: ignore[assignment]  # set by the first refresh
+        self._snapshot = None  # type: ignore[assignment]  # set by the first refresh
         #: The meta's JSON as published, and its parse once someone asked for it.
         self._meta: tuple[bytes, dict[str, Any] | None] = (b"", {})
         self._published_ns = 0
@@ -219,18 +220,11 @@ class Reader(Generic[T]):
 
     # -- the hot path ------------------------------------------------------------
 
-    def get(self) -> T:
-        """The current snapshot: a model instance, or a read-only mapping.
+    _snapshot: T
 
-        Costs one 8-byte load and a compare while the config is unchanged;
-        the first call after a publish copies, checks and parses it once.
-        """
-        # R1 on the fast path: an aligned word load, compared to the cache.
-        # The literal 2 is L.A_GENERATION (checked at import): a module
-        # attribute lookup here would cost every request.
-        if self._words[2] == self._gen:
-            return self._snapshot
-        return self._refresh()
+    if TYPE_CHECKING:
+        def get(self) -> T:
+            """The current snapshot: a model instance, or a read-only mapping."""
 
     @property
     def generation(self) -> int:

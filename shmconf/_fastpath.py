@@ -1,0 +1,66 @@
+"""The reader's fast path: C when shmconf._speedups is built, else the same in Python.
+
+``Reader`` derives from :data:`FastPath`, which holds the three attributes
+``get()`` touches while the config is unchanged: the anchor's words, the
+generation cached and its snapshot. In Python, ``get()`` is a method call,
+a memoryview load and a compare, about three dict lookups' time; in C
+(``shmconf/_speedups.c``) it is an acquire load and a compare behind the
+call, close to one dict lookup (docs/bench.md).
+
+``SHMCONF_SPEEDUPS=0`` in the environment makes a process use the Python
+paths; ``SHMCONF_SPEEDUPS=require`` makes importing shmconf fail where the
+extension is not built (shmconf's own tests run so).
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+
+def _load_speedups() -> ModuleType | None:
+    setting = os.environ.get("SHMCONF_SPEEDUPS", "").strip().lower()
+    if setting in ("0", "no", "off", "false"):
+        return None
+    try:
+        from shmconf import _speedups
+    except ImportError:
+        if setting == "require":
+            raise
+        return None
+    return _speedups
+
+
+#: The C extension, or None where it is not built or SHMCONF_SPEEDUPS=0.
+speedups: ModuleType | None = _load_speedups()
+
+
+class PyFastPath:
+    """``get()`` in Python: what ``shmconf._speedups.FastPath`` does in C."""
+
+    # Slots: an attribute load from a slot is cheaper than from an instance dict.
+    __slots__ = ("_gen", "_snapshot", "_words")
+    _words: memoryview
+    _gen: int
+    _snapshot: Any
+
+    def get(self) -> Any:
+        """The current snapshot: a model instance, or a read-only mapping.
+
+        Costs one 8-byte load and a compare while the config is unchanged;
+        the first call after a publish copies, checks and parses it once.
+        """
+        # R1 on the fast path: an aligned word load, compared to the cache.
+        # The literal 2 is L.A_GENERATION (checked at import): a module
+        # attribute lookup here would cost every request.
+        if self._words[2] == self._gen:
+            return self._snapshot
+        return self._refresh()
+
+    def _refresh(self) -> Any:
+        raise NotImplementedError
+
+
+#: The base class of ``Reader``: C when built.
+FastPath: type[PyFastPath] = speedups.FastPath if speedups is not None else PyFastPath
