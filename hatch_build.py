@@ -44,6 +44,9 @@ class SpeedupsBuildHook(BuildHookInterface):  # type: ignore[type-arg]
                 f"shmconf: the C speedups were not built ({exc}); shmconf works without them, "
                 "with slower reads (docs/design.md, 'C speedups')")
             return
+        # A wheel for this interpreter and platform. (An editable wheel is
+        # always tagged py3-none-any, and an installer may reuse it for another
+        # Python: shmconf's Makefile reinstalls the project in each venv.)
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
         build_data["artifacts"].append(target.relative_to(self.root).as_posix())
