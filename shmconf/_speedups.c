@@ -2,7 +2,7 @@
  *
  * Optional: shmconf/_fastpath.py and shmconf/frozen.py hold the same
  * behaviour in Python and use it when this module is not built (no C
- * compiler at install time, or SHMCONF_NO_SPEEDUPS=1 at run time).
+ * compiler at install time, or SHMCONF_SPEEDUPS=0 at run time).
  *
  * 1. FastPath.get(), the fast path of Reader.get() (docs/design.md, R1): one
  *    acquire load of the generation word, a compare, the cached snapshot.
@@ -44,8 +44,9 @@ static PyTypeObject *frozen_list_type = NULL;
 
 static int freeze_in_place(PyObject *op, int depth);
 
-/* The frozen form of a child container held by `*slot`: frozen in place when its
- * parent holds the only reference (orjson's output), else replaced by a copy. */
+/* The frozen form of the child container `*child`: frozen in place when its
+ * parent holds the only reference (orjson's output); else a frozen copy is put
+ * in `*child` and 1 returned, for the caller to store in its place. */
 static int
 freeze_child(PyObject **child, int depth)
 {
@@ -86,7 +87,14 @@ freeze_in_place(PyObject *op, int depth)
             }
             if (replaced == 1) {
                 /* Replacing the value of a present key never resizes: the
-                 * iteration stays valid. */
+                 * iteration stays valid. A str key runs no Python code on the
+                 * way (hash and compare are str's own); JSON has no other. */
+                if (!PyUnicode_CheckExact(key)) {
+                    Py_DECREF(child);
+                    PyErr_SetString(PyExc_TypeError, "a config snapshot's keys are str");
+                    failed = 1;
+                    break;
+                }
                 int stored = PyDict_SetItem(op, key, child);
                 Py_DECREF(child);
                 if (stored < 0) {

@@ -69,6 +69,19 @@ def test_freeze_copies_a_container_someone_else_holds() -> None:
 
 
 @needs_speedups
+def test_freeze_refuses_to_replace_a_value_under_a_key_that_is_not_str() -> None:
+    assert speedups is not None
+
+    class Key:
+        def __hash__(self) -> int:  # Python code, which could change the dict mid-walk
+            return 1
+
+    inner: list[int] = []
+    with pytest.raises(TypeError, match="keys are str"):
+        speedups.freeze({Key(): inner, "other": inner})
+
+
+@needs_speedups
 def test_freeze_keeps_the_classes_reference_counts_balanced() -> None:
     payload = orjson.dumps({"a": [{"b": [1, {}]}, []], "c": {"d": {}}})
     before = sys.getrefcount(FrozenDict), sys.getrefcount(FrozenList)
