@@ -19,21 +19,26 @@ from types import ModuleType
 from typing import Any
 
 
-def _load_speedups() -> ModuleType | None:
+def _load_speedups() -> tuple[ModuleType | None, str]:
     setting = os.environ.get("SHMCONF_SPEEDUPS", "").strip().lower()
     if setting in ("0", "no", "off", "false"):
-        return None
+        return None, "off (SHMCONF_SPEEDUPS=0)"
     try:
         from shmconf import _speedups
-    except ImportError:
+    except ImportError as exc:
+        advice = ("not built: reinstall shmconf where a C compiler and Python's headers are "
+                  "(pip install -v shows why the build skipped them; docs/design.md, "
+                  "'C speedups')")
         if setting == "require":
-            raise
-        return None
-    return _speedups
+            raise ImportError(f"SHMCONF_SPEEDUPS=require, but shmconf's C speedups are "
+                              f"{advice}") from exc
+        return None, advice
+    return _speedups, "on"
 
 
-#: The C extension, or None where it is not built or SHMCONF_SPEEDUPS=0.
-speedups: ModuleType | None = _load_speedups()
+#: The C extension, or None where it is not built or SHMCONF_SPEEDUPS=0;
+#: ``state`` says which (``shmconf --version`` prints it).
+speedups, state = _load_speedups()
 
 
 class PyFastPath:

@@ -17,7 +17,7 @@
  *    refuses the assignment for instances of builtin types only because
  *    such objects may be shared (cached constants); a container that
  *    orjson.loads made a moment ago is referenced by its parent alone,
- *    which freeze() checks, copying any container that is shared. register()
+ *    which freeze() checks, refusing any container that is shared. register()
  *    checks the layouts once.
  *
  * Never built for a free-threaded CPython: FastPath relies on the GIL to
@@ -27,6 +27,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef Py_GIL_DISABLED
 #error "shmconf._speedups needs the GIL; the pure-Python paths serve free-threaded builds"
@@ -42,30 +43,15 @@ static PyTypeObject *frozen_list_type = NULL;
  * frame: 2048 of them fit any thread's stack. */
 #define MAX_DEPTH 2048
 
-static int freeze_in_place(PyObject *op, int depth);
+static int freeze_child(PyObject *child, int depth);
 
-/* The frozen form of the child container `*child`: frozen in place when its
- * parent holds the only reference (orjson's output); else a frozen copy is put
- * in `*child` and 1 returned, for the caller to store in its place. */
-static int
-freeze_child(PyObject **child, int depth)
-{
-    PyObject *op = *child;
-    if (!PyDict_CheckExact(op) && !PyList_CheckExact(op)) {
-        return 0;
-    }
-    if (Py_REFCNT(op) != 1) {
-        PyObject *copy = PyDict_CheckExact(op) ? PyDict_Copy(op)
-                                              : PyList_GetSlice(op, 0, PyList_GET_SIZE(op));
-        if (copy == NULL) {
-            return -1;
-        }
-        *child = copy;  /* the caller stores it in place of op */
-        return freeze_in_place(copy, depth) < 0 ? -1 : 1;
-    }
-    return freeze_in_place(op, depth);
-}
-
+/* Give `op` and every dict and list below it their read-only classes.
+ *
+ * The walk calls no Python code and changes no container's contents (it
+ * only sets classes), so nothing can change what it walks. A child container
+ * that something else holds too (a reference count above 1) is refused, not
+ * frozen: changing its class would change it for its other holders. orjson's
+ * fresh output and shmconf.frozen.freeze()'s copies never share one. */
 static int
 freeze_in_place(PyObject *op, int depth)
 {
@@ -74,59 +60,42 @@ freeze_in_place(PyObject *op, int depth)
                         "a config snapshot nested deeper than 2048 levels");
         return -1;
     }
-    int failed = 0;
+    PyObject *child;
     if (PyDict_CheckExact(op)) {
         Py_ssize_t pos = 0;
-        PyObject *key, *value;
-        while (PyDict_Next(op, &pos, &key, &value)) {
-            PyObject *child = value;
-            int replaced = freeze_child(&child, depth + 1);
-            if (replaced < 0) {
-                failed = 1;
-                break;
-            }
-            if (replaced == 1) {
-                /* Replacing the value of a present key never resizes: the
-                 * iteration stays valid. A str key runs no Python code on the
-                 * way (hash and compare are str's own); JSON has no other. */
-                if (!PyUnicode_CheckExact(key)) {
-                    Py_DECREF(child);
-                    PyErr_SetString(PyExc_TypeError, "a config snapshot's keys are str");
-                    failed = 1;
-                    break;
-                }
-                int stored = PyDict_SetItem(op, key, child);
-                Py_DECREF(child);
-                if (stored < 0) {
-                    failed = 1;
-                    break;
-                }
+        PyObject *key;
+        while (PyDict_Next(op, &pos, &key, &child)) {
+            if (freeze_child(child, depth + 1) < 0) {
+                return -1;
             }
         }
-        if (!failed) {
-            Py_INCREF(frozen_dict_type);
-            Py_SET_TYPE(op, frozen_dict_type);
-        }
+        Py_INCREF(frozen_dict_type);
+        Py_SET_TYPE(op, frozen_dict_type);
     }
     else if (PyList_CheckExact(op)) {
-        Py_ssize_t n = PyList_GET_SIZE(op);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *child = PyList_GET_ITEM(op, i);
-            int replaced = freeze_child(&child, depth + 1);
-            if (replaced < 0) {
-                failed = 1;
-                break;
-            }
-            if (replaced == 1) {
-                PyList_SetItem(op, i, child);  /* steals child, drops the shared one */
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(op); i++) {
+            if (freeze_child(PyList_GET_ITEM(op, i), depth + 1) < 0) {
+                return -1;
             }
         }
-        if (!failed) {
-            Py_INCREF(frozen_list_type);
-            Py_SET_TYPE(op, frozen_list_type);
-        }
+        Py_INCREF(frozen_list_type);
+        Py_SET_TYPE(op, frozen_list_type);
     }
-    return failed ? -1 : 0;
+    return 0;
+}
+
+static int
+freeze_child(PyObject *child, int depth)
+{
+    if (!PyDict_CheckExact(child) && !PyList_CheckExact(child)) {
+        return 0;  /* a scalar, or a container frozen already */
+    }
+    if (Py_REFCNT(child) != 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "freeze() takes fresh containers only: this one is held elsewhere too");
+        return -1;
+    }
+    return freeze_in_place(child, depth);
 }
 
 static PyObject *
@@ -253,9 +222,12 @@ set_words(FastPath *self, PyObject *value, void *Py_UNUSED(closure))
     if (PyObject_GetBuffer(value, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
         return -1;
     }
-    if (view.itemsize != 8 || view.len < 3 * 8 || ((uintptr_t)view.buf % 8) != 0) {
+    /* Unsigned 64-bit words, as the anchor's memoryview.cast("Q") gives them. */
+    if (view.itemsize != 8 || view.format == NULL || strcmp(view.format, "Q") != 0
+            || view.len < 3 * 8 || ((uintptr_t)view.buf % 8) != 0) {
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "_words: an aligned view of at least 3 8-byte words");
+        PyErr_SetString(PyExc_ValueError,
+                        "_words: an aligned view of at least 3 8-byte words (format 'Q')");
         return -1;
     }
     /* The new view first, then the old one released: get() never loads from
@@ -383,7 +355,7 @@ static PyTypeObject FastPathType = {
 static PyMethodDef speedups_methods[] = {
     {"freeze", speedups_freeze, METH_O,
      PyDoc_STR("freeze(value) -> value: orjson's fresh dicts and lists given their "
-               "read-only classes in place (shared ones copied first).")},
+               "read-only classes in place (a shared one is refused: ValueError).")},
     {"register", speedups_register, METH_VARARGS,
      PyDoc_STR("register(frozen_dict, frozen_list): the classes freeze() gives.")},
     {NULL, NULL, 0, NULL},

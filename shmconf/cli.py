@@ -1130,6 +1130,18 @@ def _check_publish(
     return check
 
 
+class _Version(argparse.Action):
+    """``--version``: the version, then a line on the C speedups (argparse's own
+    version action rewraps its text into one line)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from shmconf import _fastpath
+
+        sys.stdout.write(f"shmconf {__version__}\nC speedups: {_fastpath.state}\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shmconf",
@@ -1137,7 +1149,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Durations are seconds (5, 0.5) or a number with a unit (100ms, 2s, 1m). "
                "Exit status: 0 done, 1 failed (the message says why), 2 usage.",
     )
-    parser.add_argument("--version", action="version", version=f"shmconf {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show shmconf's version and whether its C speedups are on, "
+                             "then exit")
     parser.add_argument("--runtime-dir", metavar="DIR",
                         help="lock and state directory (default: $SHMCONF_RUNTIME_DIR, "
                              "$XDG_RUNTIME_DIR/shmconf, /tmp/shmconf-UID)")

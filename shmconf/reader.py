@@ -524,6 +524,8 @@ class Reader(FastPath, Generic[T]):
 
     def _adopt_or_keep(self) -> tuple[T, T, list[tuple[ChangeCallback, tuple[str, ...] | None]]]:
         """Under the lock: ``(old, new, callbacks to run)``; new is old when nothing changed."""
+        if self._anchor is None:  # closed while this thread waited for the lock
+            raise ValueError(f"reader of {self.name!r} is closed")
         generation = self._words[L.A_GENERATION]
         old = self._snapshot
         if generation == self._gen:
@@ -653,7 +655,8 @@ class Reader(FastPath, Generic[T]):
                         return frozen.loads_in_sections(  # type: ignore[return-value]
                             payload, sections, _yield, self._snapshot)
                 try:
-                    # What did not change is taken from the snapshot this one replaces.
+                    # Without the C speedups, what did not change is taken from the
+                    # snapshot this one replaces.
                     return frozen.loads(payload, self._snapshot)  # type: ignore[no-any-return]
                 except orjson.JSONDecodeError:
                     raise _Unreadable from None
@@ -854,16 +857,20 @@ class Reader(FastPath, Generic[T]):
         if _current.process_reader() is self:
             _current.set_reader(None)
         self.stop_idle_adoption()
-        self._drop_table()
-        self._words = self._full = _CLOSED_WORDS
-        self._gen = -1
-        canary_words, self._canary_words = self._canary_words, None
-        if canary_words is not None:
-            canary_words.release()
-        for block in (self._data, self._anchor):
-            if block is not None:
-                block.close()
-        self._data = self._anchor = None
+        # Under the lock: a thread adopting a generation finishes first, and a
+        # thread that takes the lock afterwards finds the reader closed.
+        with self._lock:
+            anchor, self._anchor = self._anchor, None  # closed from here on
+            self._drop_table()
+            self._words = self._full = _CLOSED_WORDS
+            self._gen = -1
+            canary_words, self._canary_words = self._canary_words, None
+            if canary_words is not None:
+                canary_words.release()
+            for block in (self._data, anchor):
+                if block is not None:
+                    block.close()
+            self._data = None
         _live_readers.discard(self)
 
     @property

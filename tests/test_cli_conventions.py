@@ -26,7 +26,12 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"shmconf {shmconf.__version__}"
+    first, speedups = result.stdout.strip().splitlines()
+    assert first == f"shmconf {shmconf.__version__}"
+    assert speedups == "C speedups: " + ("on" if shmconf._fastpath.speedups else  # type: ignore[attr-defined]
+                                        shmconf._fastpath.state)  # type: ignore[attr-defined]
+    off = run("--version", env={"SHMCONF_SPEEDUPS": "0"})
+    assert off.stdout.splitlines()[1] == "C speedups: off (SHMCONF_SPEEDUPS=0)"
 
 
 @pytest.mark.parametrize("command", ["publish", "validate", "status", "show", "history",

@@ -181,6 +181,39 @@ def test_closed_reader_raises_and_leaves_segment(name: str, publisher) -> None:
     assert anchor_shm_name(name) in list_shm_names(name)
 
 
+def test_threads_in_get_while_the_reader_closes_see_it_closed(name: str) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    served: list[int] = []
+    with shmconf.Publisher(name) as pub:
+        pub.publish({"v": 0})
+        reader = shmconf.attach(name, make_current=False)
+        stop = threading.Event()
+
+        def read() -> None:
+            while not stop.is_set():
+                try:
+                    served.append(reader.get()["v"])
+                except BaseException as exc:  # every kind is checked below
+                    errors.append(exc)
+                    return
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for v in range(1, 30):  # each one sends the threads down the slow path
+            pub.publish({"v": v})
+        reader.close()
+        for thread in threads:
+            thread.join(timeout=30)
+        stop.set()
+        pub.unlink()
+    assert served
+    assert len(errors) == 4  # each thread ends on the closed reader
+    assert all(isinstance(e, ValueError) and "closed" in str(e) for e in errors), errors
+
+
 def test_unlinked_anchor_keeps_serving_then_follows_new_publisher(name: str) -> None:
     pub = shmconf.Publisher(name)
     pub.publish({"v": 1})
