@@ -58,6 +58,8 @@ class SpeedupsBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         except (OSError, subprocess.CalledProcessError, RuntimeError) as exc:
             if editable:  # an earlier build must not outlive this one
                 remove_built(root)
+            else:
+                shutil.rmtree(into, ignore_errors=True)
             if setting == "require":
                 raise RuntimeError(f"shmconf: cannot build the C speedups: {exc}") from exc
             self.app.display_warning(

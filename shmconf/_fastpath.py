@@ -14,6 +14,7 @@ extension is not built (shmconf's own tests run so).
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 from typing import Any
@@ -24,16 +25,19 @@ def _load_speedups() -> tuple[ModuleType | None, str]:
     if setting in ("0", "no", "off", "false"):
         return None, "off (SHMCONF_SPEEDUPS=0)"
     try:
-        from shmconf import _speedups
+        module = importlib.import_module("shmconf._speedups")
     except ImportError as exc:
-        advice = ("not built: reinstall shmconf where a C compiler and Python's headers are "
-                  "(pip install -v shows why the build skipped them; docs/design.md, "
-                  "'C speedups')")
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "shmconf._speedups":
+            why = ("not built (the install found no C compiler or Python's headers, or had "
+                   "SHMCONF_SPEEDUPS=0; pip install -v shows why; docs/design.md, "
+                   "'C speedups')")
+        else:  # built, but this Python cannot load it
+            why = f"not loaded ({exc}): reinstall shmconf for this Python"
         if setting == "require":
             raise ImportError(f"SHMCONF_SPEEDUPS=require, but shmconf's C speedups are "
-                              f"{advice}") from exc
-        return None, advice
-    return _speedups, "on"
+                              f"{why}") from exc
+        return None, why
+    return module, "on"
 
 
 #: The C extension, or None where it is not built or SHMCONF_SPEEDUPS=0;

@@ -38,64 +38,83 @@ static PyTypeObject *frozen_list_type = NULL;
 
 /* -- freeze ------------------------------------------------------------------------ */
 
-/* Deeper than any JSON orjson parses (it stops at 1024 levels); a deeper
- * structure handed to freeze() directly is refused. Each level is a small C
- * frame: 2048 of them fit any thread's stack. */
-#define MAX_DEPTH 2048
-
-static int freeze_child(PyObject *child, int depth);
-
-/* Give `op` and every dict and list below it their read-only classes.
+/* Give `root` and every dict and list below it their read-only classes,
+ * children before their parents.
  *
- * The walk calls no Python code and changes no container's contents (it
- * only sets classes), so nothing can change what it walks. A child container
- * that something else holds too (a reference count above 1) is refused, not
- * frozen: changing its class would change it for its other holders. orjson's
- * fresh output and shmconf.frozen.freeze()'s copies never share one. */
+ * The walk keeps its own stack on the heap, so no depth is too deep for a
+ * thread's C stack. It calls no Python code and changes no container's
+ * contents (it only sets classes), so nothing can change what it walks. A
+ * child container that something else holds too (a reference count above 1)
+ * is refused, not frozen: changing its class would change it for its other
+ * holders. orjson's fresh output and shmconf.frozen.freeze()'s copies never
+ * share one. A refusal leaves the containers walked so far frozen. */
+typedef struct {
+    PyObject *op;
+    Py_ssize_t pos;  /* PyDict_Next's position, or the next list index */
+} Frame;
+
 static int
-freeze_in_place(PyObject *op, int depth)
+is_container(PyObject *op)
 {
-    if (depth > MAX_DEPTH) {
-        PyErr_SetString(PyExc_RecursionError,
-                        "a config snapshot nested deeper than 2048 levels");
-        return -1;
-    }
-    PyObject *child;
-    if (PyDict_CheckExact(op)) {
-        Py_ssize_t pos = 0;
-        PyObject *key;
-        while (PyDict_Next(op, &pos, &key, &child)) {
-            if (freeze_child(child, depth + 1) < 0) {
-                return -1;
-            }
-        }
-        Py_INCREF(frozen_dict_type);
-        Py_SET_TYPE(op, frozen_dict_type);
-    }
-    else if (PyList_CheckExact(op)) {
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(op); i++) {
-            if (freeze_child(PyList_GET_ITEM(op, i), depth + 1) < 0) {
-                return -1;
-            }
-        }
-        Py_INCREF(frozen_list_type);
-        Py_SET_TYPE(op, frozen_list_type);
-    }
-    return 0;
+    return PyDict_CheckExact(op) || PyList_CheckExact(op);
 }
 
 static int
-freeze_child(PyObject *child, int depth)
+freeze_tree(PyObject *root)
 {
-    if (!PyDict_CheckExact(child) && !PyList_CheckExact(child)) {
-        return 0;  /* a scalar, or a container frozen already */
+    if (!is_container(root)) {
+        return 0;
     }
-    if (Py_REFCNT(child) != 1) {
-        PyErr_SetString(PyExc_ValueError,
-                        "freeze() takes fresh containers only: this one is held elsewhere too");
+    Py_ssize_t capacity = 64, depth = 0;
+    Frame *stack = PyMem_Malloc((size_t)capacity * sizeof(Frame));
+    if (stack == NULL) {
+        PyErr_NoMemory();
         return -1;
     }
-    return freeze_in_place(child, depth);
+    stack[depth++] = (Frame){root, 0};
+    while (depth > 0) {
+        Frame *top = &stack[depth - 1];
+        PyObject *child = NULL;
+        if (PyDict_CheckExact(top->op)) {
+            PyObject *key, *value;
+            if (PyDict_Next(top->op, &top->pos, &key, &value)) {
+                child = value;
+            }
+        }
+        else if (top->pos < PyList_GET_SIZE(top->op)) {
+            child = PyList_GET_ITEM(top->op, top->pos++);
+        }
+        if (child == NULL) {  /* every child done: this one's turn */
+            PyTypeObject *frozen = PyDict_CheckExact(top->op) ? frozen_dict_type
+                                                              : frozen_list_type;
+            Py_INCREF(frozen);
+            Py_SET_TYPE(top->op, frozen);
+            depth--;
+            continue;
+        }
+        if (!is_container(child)) {
+            continue;  /* a scalar, or a container frozen already */
+        }
+        if (Py_REFCNT(child) != 1) {
+            PyMem_Free(stack);
+            PyErr_SetString(PyExc_ValueError,
+                            "freeze() takes fresh containers only: one is held elsewhere too");
+            return -1;
+        }
+        if (depth == capacity) {
+            Frame *grown = PyMem_Realloc(stack, (size_t)capacity * 2 * sizeof(Frame));
+            if (grown == NULL) {
+                PyMem_Free(stack);
+                PyErr_NoMemory();
+                return -1;
+            }
+            stack = grown;
+            capacity *= 2;
+        }
+        stack[depth++] = (Frame){child, 0};
+    }
+    PyMem_Free(stack);
+    return 0;
 }
 
 static PyObject *
@@ -105,9 +124,9 @@ speedups_freeze(PyObject *Py_UNUSED(module), PyObject *value)
         PyErr_SetString(PyExc_RuntimeError, "shmconf._speedups.register() was not called");
         return NULL;
     }
-    /* The top level is the caller's: shmconf.frozen hands over orjson's fresh
-     * result, which nothing else holds. */
-    if (freeze_in_place(value, 0) < 0) {
+    /* The top level is the caller's to hand over: shmconf.frozen passes
+     * orjson's fresh result, which nothing else holds. */
+    if (freeze_tree(value) < 0) {
         return NULL;
     }
     Py_INCREF(value);
@@ -355,7 +374,8 @@ static PyTypeObject FastPathType = {
 static PyMethodDef speedups_methods[] = {
     {"freeze", speedups_freeze, METH_O,
      PyDoc_STR("freeze(value) -> value: orjson's fresh dicts and lists given their "
-               "read-only classes in place (a shared one is refused: ValueError).")},
+               "read-only classes in place. value itself must be held by the caller alone; "
+               "a container below it held elsewhere too is refused (ValueError).")},
     {"register", speedups_register, METH_VARARGS,
      PyDoc_STR("register(frozen_dict, frozen_list): the classes freeze() gives.")},
     {NULL, NULL, 0, NULL},

@@ -1138,7 +1138,11 @@ class _Version(argparse.Action):
                  values: object, option_string: str | None = None) -> None:
         from shmconf import _fastpath
 
-        sys.stdout.write(f"shmconf {__version__}\nC speedups: {_fastpath.state}\n")
+        try:
+            sys.stdout.write(f"shmconf {__version__}\nC speedups: {_fastpath.state}\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # `shmconf --version | head -0`: quiet, as main() is
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         parser.exit()
 
 

@@ -484,10 +484,10 @@ class Reader(FastPath, Generic[T]):
             return self._stale_or_recheck()
         if not self._may_adopt():
             return self._snapshot
-        try:
+        # A with statement: the lock is released whatever interrupts the
+        # adoption, a KeyboardInterrupt right after the acquire included.
+        with self._lock:
             old, new, callbacks = self._adopt_or_keep()
-        finally:
-            self._lock.release()
         if new is old:
             return new
         try:
@@ -502,7 +502,7 @@ class Reader(FastPath, Generic[T]):
         return new
 
     def _may_adopt(self) -> bool:
-        """Take the lock to adopt now, or say to serve the snapshot this process has.
+        """Whether to adopt now (under the lock), or serve the snapshot this process has.
 
         With idle adoption the adoption thread parses the new generation (it
         was woken with the publish). A request serves the snapshot it has
@@ -510,22 +510,21 @@ class Reader(FastPath, Generic[T]):
         thread has not adopted it within _ADOPTER_GRACE_S does a request
         adopt it itself.
         """
-        lock = self._lock
         # A process that must leave the candidate it holds (no canary any more,
         # or a canary's forked child) does so now, not after the grace.
         if (self._adopter is None or self._gen < 0 or self._allow_back
                 or getattr(adoption_thread, "active", False)):
-            lock.acquire()
             return True
         now = time.monotonic()
         if not self._pending_since:
             self._pending_since = now
-        return now - self._pending_since >= _ADOPTER_GRACE_S and lock.acquire(blocking=False)
+        # Past the grace, only if no one is adopting meanwhile.
+        return now - self._pending_since >= _ADOPTER_GRACE_S and not self._lock.locked()
 
     def _adopt_or_keep(self) -> tuple[T, T, list[tuple[ChangeCallback, tuple[str, ...] | None]]]:
         """Under the lock: ``(old, new, callbacks to run)``; new is old when nothing changed."""
         if self._anchor is None:  # closed while this thread waited for the lock
-            raise ValueError(f"reader of {self.name!r} is closed")
+            raise self._closed_error()
         generation = self._words[L.A_GENERATION]
         old = self._snapshot
         if generation == self._gen:
@@ -533,6 +532,8 @@ class Reader(FastPath, Generic[T]):
         try:
             self._adopt()
         except _Unreadable as exc:
+            if self._anchor is None:  # closed mid-adoption: its blocks went away
+                raise self._closed_error() from None
             self._refuse(generation)
             if self._gen < 0:
                 raise SegmentError(
@@ -553,7 +554,14 @@ class Reader(FastPath, Generic[T]):
                 raise
             log.error("config %r: %s; still serving generation %d", self.name, exc, self._gen)
             return old, old, []
+        except (OSError, ValueError):
+            if self._anchor is None:
+                raise self._closed_error() from None
+            raise
         return old, self._snapshot, (self._callbacks if old is not None else [])
+
+    def _closed_error(self) -> ValueError:
+        return ValueError(f"reader of {self.name!r} is closed")
 
     def _refuse(self, generation: int) -> None:
         """Remember a generation that cannot be adopted: the fast path skips it."""
@@ -857,20 +865,21 @@ class Reader(FastPath, Generic[T]):
         if _current.process_reader() is self:
             _current.set_reader(None)
         self.stop_idle_adoption()
-        # Under the lock: a thread adopting a generation finishes first, and a
-        # thread that takes the lock afterwards finds the reader closed.
-        with self._lock:
-            anchor, self._anchor = self._anchor, None  # closed from here on
-            self._drop_table()
-            self._words = self._full = _CLOSED_WORDS
-            self._gen = -1
-            canary_words, self._canary_words = self._canary_words, None
-            if canary_words is not None:
-                canary_words.release()
-            for block in (self._data, anchor):
-                if block is not None:
-                    block.close()
-            self._data = None
+        # Closed from the first store on: a thread adopting meanwhile (it takes
+        # the lock, which close() does not: close() may be called from a signal
+        # handler or a finalizer in the middle of an adoption) then fails, and
+        # says the reader is closed.
+        anchor, self._anchor = self._anchor, None
+        self._drop_table()
+        self._words = self._full = _CLOSED_WORDS
+        self._gen = -1
+        canary_words, self._canary_words = self._canary_words, None
+        if canary_words is not None:
+            canary_words.release()
+        for block in (self._data, anchor):
+            if block is not None:
+                block.close()
+        self._data = None
         _live_readers.discard(self)
 
     @property

@@ -32,6 +32,10 @@ def test_version() -> None:
                                         shmconf._fastpath.state)  # type: ignore[attr-defined]
     off = run("--version", env={"SHMCONF_SPEEDUPS": "0"})
     assert off.stdout.splitlines()[1] == "C speedups: off (SHMCONF_SPEEDUPS=0)"
+    closed = subprocess.run(  # a reader that reads nothing: quiet, exit 0
+        ["bash", "-o", "pipefail", "-c", f"{sys.executable} -m shmconf --version | head -0"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert (closed.returncode, closed.stderr) == (0, "")
 
 
 @pytest.mark.parametrize("command", ["publish", "validate", "status", "show", "history",

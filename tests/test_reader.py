@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -212,6 +213,64 @@ def test_threads_in_get_while_the_reader_closes_see_it_closed(name: str) -> None
     assert served
     assert len(errors) == 4  # each thread ends on the closed reader
     assert all(isinstance(e, ValueError) and "closed" in str(e) for e in errors), errors
+
+
+def test_close_from_inside_an_adoption_returns(name: str) -> None:
+    import threading
+
+    from pydantic import field_validator
+
+    holder: dict[str, shmconf.Reader[object]] = {}
+
+    class ClosesOnTwo(BaseModel):  # a validator runs while get() holds the adoption lock
+        v: int
+
+        @field_validator("v")
+        @classmethod
+        def close_on_two(cls, v: int) -> int:
+            if v == 2:
+                holder["reader"].close()
+            return v
+
+    with shmconf.Publisher(name) as pub:
+        pub.publish({"v": 1})
+        reader = holder["reader"] = shmconf.attach(name, model=ClosesOnTwo, make_current=False)
+        pub.publish({"v": 2})
+        done = threading.Event()
+        threading.Thread(target=lambda: (reader.get(), done.set()), daemon=True).start()
+        assert done.wait(10), "close() inside an adoption hung"
+        with pytest.raises(ValueError, match="closed"):
+            reader.get()
+        pub.unlink()
+
+
+def test_a_ctrl_c_as_get_takes_the_lock_leaves_it_free(name: str) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    with shmconf.Publisher(name) as pub:
+        pub.publish({"v": 0})
+        for attempt in range(1, 40):
+            reader = shmconf.attach(name, make_current=False)
+            pub.publish({"v": attempt})
+            reader._lock.acquire()  # another thread adopting; get() waits for it
+
+            def release_then_interrupt(reader: shmconf.Reader[object] = reader) -> None:
+                time.sleep(0.002)
+                reader._lock.release()
+                os.kill(os.getpid(), signal.SIGINT)  # as the waiting get() takes the lock
+
+            thread = threading.Thread(target=release_then_interrupt)
+            thread.start()
+            with contextlib.suppress(KeyboardInterrupt):
+                reader.get()
+                time.sleep(1)  # the signal lands here if not during get()
+            thread.join()
+            assert not reader._lock.locked(), f"attempt {attempt}: the lock was left held"
+            reader.close()
+        pub.unlink()
 
 
 def test_unlinked_anchor_keeps_serving_then_follows_new_publisher(name: str) -> None:

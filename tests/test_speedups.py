@@ -44,6 +44,21 @@ def test_speedups_off_gives_the_python_paths() -> None:
     assert out == ["None", "True", "True"]
 
 
+@pytest.mark.parametrize("setting", ["", "require"])
+def test_a_missing_build_is_named_and_required_ones_fail_to_import(setting: str) -> None:
+    code = ("import sys; sys.modules['shmconf._speedups'] = None  # as if never built\n"
+            "import shmconf._fastpath as f; print(f.speedups is None); print(f.state)")
+    env = {**os.environ, "SHMCONF_SPEEDUPS": setting}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, check=False)
+    if setting == "require":
+        assert result.returncode == 1
+        assert "SHMCONF_SPEEDUPS=require, but shmconf's C speedups are not built" in result.stderr
+    else:
+        assert result.stdout.splitlines()[0] == "True"
+        assert result.stdout.splitlines()[1].startswith("not built (")
+
+
 def frozen_types(value: Any) -> Iterator[type]:
     yield type(value)
     if isinstance(value, dict):
@@ -114,15 +129,28 @@ def test_the_deepest_json_orjson_parses_is_frozen_all_the_way() -> None:
 
 
 @needs_speedups
-def test_a_structure_deeper_than_any_json_is_refused_not_a_crash() -> None:
+def test_any_depth_is_frozen_on_any_thread_stack() -> None:
+    import threading
+
     assert speedups is not None
     deep: list[Any] = []
     node = deep
-    for _ in range(5000):
+    for _ in range(100_000):  # far past any C stack's recursion depth
         node.append([])
         node = node[0]
-    with pytest.raises(RecursionError, match="2048 levels"):
-        speedups.freeze(deep)
+    del node  # the innermost list: held by its parent alone
+    threading.stack_size(128 * 1024)  # musl's default thread stack
+    try:
+        worker = threading.Thread(target=speedups.freeze, args=(deep,))
+        worker.start()
+        worker.join()
+    finally:
+        threading.stack_size(0)
+    node, seen = deep, 0
+    while node:
+        assert type(node) is FrozenList
+        node, seen = node[0], seen + 1
+    assert seen == 100_000
 
 
 @needs_speedups
