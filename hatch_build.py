@@ -104,7 +104,8 @@ def compile_speedups(root: Path, into: Path, *, strict: bool = False) -> Path:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode:
         partial.unlink(missing_ok=True)
-        raise RuntimeError(f"{shlex.join(command)} failed: {result.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"{shlex.join(command)} failed (exit status {result.returncode})"
+                           f": {result.stderr.strip()[-2000:] or 'no message'}")
     # Renamed into place: a process importing the old build never maps a half-written file.
     partial.replace(target)
     return target

@@ -16,21 +16,29 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
+
+#: What SHMCONF_SPEEDUPS may say: off, on when built (the default), or required.
+_OFF: Final = ("0", "no", "off", "false")
+_SETTINGS: Final = ("", "1", "yes", "on", "true", "require", *_OFF)
 
 
 def _load_speedups() -> tuple[ModuleType | None, str]:
     setting = os.environ.get("SHMCONF_SPEEDUPS", "").strip().lower()
-    if setting in ("0", "no", "off", "false"):
+    if setting not in _SETTINGS:
+        warnings.warn(f"SHMCONF_SPEEDUPS={setting!r} means nothing to shmconf (0, 1 or "
+                      "require): the C speedups are used where built", stacklevel=2)
+    if setting in _OFF:
         return None, "off (SHMCONF_SPEEDUPS=0)"
     try:
         module = importlib.import_module("shmconf._speedups")
     except ImportError as exc:
         if isinstance(exc, ModuleNotFoundError) and exc.name == "shmconf._speedups":
             why = ("not built (the install found no C compiler or Python's headers, or had "
-                   "SHMCONF_SPEEDUPS=0; pip install -v shows why; docs/design.md, "
-                   "'C speedups')")
+                   "SHMCONF_SPEEDUPS=0): `pip install -v --force-reinstall --no-deps shmconf` "
+                   "(or the path you installed from) builds them again and shows why not")
         else:  # built, but this Python cannot load it
             why = f"not loaded ({exc}): reinstall shmconf for this Python"
         if setting == "require":

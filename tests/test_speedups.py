@@ -59,6 +59,13 @@ def test_a_missing_build_is_named_and_required_ones_fail_to_import(setting: str)
         assert result.stdout.splitlines()[1].startswith("not built (")
 
 
+def test_a_setting_that_means_nothing_is_warned_about() -> None:
+    env = {**os.environ, "SHMCONF_SPEEDUPS": "required"}  # a typo of "require"
+    result = subprocess.run([sys.executable, "-c", "import shmconf"], env=env,
+                            capture_output=True, text=True, check=True)
+    assert "SHMCONF_SPEEDUPS='required' means nothing to shmconf" in result.stderr
+
+
 def frozen_types(value: Any) -> Iterator[type]:
     yield type(value)
     if isinstance(value, dict):
