@@ -29,34 +29,29 @@ def draw(results: dict[str, Any], img_dir: Path) -> None:
 
     plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
                          "font.size": 9})
-    makers: list[tuple[str, Callable[[Any, Any], bool]]] = [
-        ("bench-read-latency.png", lambda ax, p=plt: _plot_read_latency(results, ax)),
-        ("bench-scaling.png", lambda ax, p=plt: _plot_scaling(results, ax)),
-        ("bench-propagation.png", lambda ax, p=plt: _plot_propagation(results, ax)),
-        ("bench-under-updates.png", lambda ax, p=plt: _plot_under_updates(results, ax)),
+    # Each plot: its file, the figure's layout, and what draws it (False: no data).
+    plots: list[tuple[str, dict[str, Any], Callable[[Any], bool]]] = [
+        ("bench-read-latency.png", {"figsize": (8, 4.2)},
+         lambda ax: _plot_read_latency(results, ax)),
+        ("bench-scaling.png", {"figsize": (8, 4.2)}, lambda ax: _plot_scaling(results, ax)),
+        ("bench-propagation.png", {"figsize": (8, 4.2)},
+         lambda ax: _plot_propagation(results, ax)),
+        ("bench-under-updates.png", {"figsize": (8, 4.2)},
+         lambda ax: _plot_under_updates(results, ax)),
+        ("bench-shmconf-sizes.png", {"nrows": 1, "ncols": 2, "figsize": (9, 3.8)},
+         lambda axes: _plot_sizes(results, axes)),
+        ("bench-rollout.png", {"nrows": 1, "ncols": 2, "figsize": (10, 4.6),
+                               "gridspec_kw": {"width_ratios": [1, 1.7]}},
+         lambda axes: _plot_rollout(results, axes)),
     ]
-    for name, maker in makers:
-        fig, ax = plt.subplots(figsize=(8, 4.2))
+    for name, layout, plot in plots:
+        fig, axes = plt.subplots(**layout)
         try:
-            if maker(ax, plt):
+            if plot(axes):
                 fig.tight_layout()
                 fig.savefig(img_dir / name)
         finally:
             plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    try:
-        if _plot_sizes(results, axes):
-            fig.tight_layout()
-            fig.savefig(img_dir / "bench-shmconf-sizes.png")
-    finally:
-        plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), gridspec_kw={"width_ratios": [1, 1.7]})
-    try:
-        if _plot_rollout(results, axes):
-            fig.tight_layout()
-            fig.savefig(img_dir / "bench-rollout.png")
-    finally:
-        plt.close(fig)
 
 
 def _wrap(text: str) -> str:

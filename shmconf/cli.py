@@ -1130,6 +1130,15 @@ def _check_publish(
     return check
 
 
+def _quiet_on_closed_pipe() -> None:
+    """The reader of our output went away: it had what it wanted.
+
+    Quiet, as Unix tools are; stdout goes to /dev/null so that the
+    interpreter's final flush cannot fail again.
+    """
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 class _Version(argparse.Action):
     """``--version``: the version, then a line on the C speedups (argparse's own
     version action rewraps its text into one line)."""
@@ -1141,8 +1150,8 @@ class _Version(argparse.Action):
         try:
             sys.stdout.write(f"shmconf {__version__}\nC speedups: {_fastpath.state}\n")
             sys.stdout.flush()
-        except BrokenPipeError:  # `shmconf --version | head -0`: quiet, as main() is
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except BrokenPipeError:  # `shmconf --version | head -0`
+            _quiet_on_closed_pipe()
         parser.exit()
 
 
@@ -1258,11 +1267,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         args.trusted = _trusted_uids(args.trusted_owner)
         code = args.func(args)
         sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader of our output went away (`shmconf history NAME | head -1`):
-        # it had what it wanted. Quiet, as Unix tools are; stdout goes to
-        # /dev/null so that the interpreter's final flush cannot fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # `shmconf history NAME | head -1`
+        _quiet_on_closed_pipe()
         code = EXIT_OK
     except ShmconfError as exc:
         print(f"shmconf {args.command}: error: {exc}", file=sys.stderr)

@@ -18,7 +18,7 @@ import pytest
 from shmconf.protocol.block import SHM_DIR, list_shm_names, unlink_shm
 from shmconf.protocol.layout import SHM_NAME_RE
 from tests.apps.models import seq_yaml
-from tests.helpers import atomic_save
+from tests.apps.servers import server_source
 
 #: Every name this test session creates starts with this, so its leftovers are
 #: easy to find, and another session running at the same time is left alone.
@@ -57,15 +57,8 @@ def config(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def source(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The servers' config (``seq_yaml(0)``); the test apps find it and the name in the env."""
-    # A directory of its own: the publisher watches it, and the server's log
-    # (written on every request) must not keep the watcher's debounce busy.
-    path = tmp_path / "config" / "app.yaml"
-    path.parent.mkdir()
-    atomic_save(path, seq_yaml(0), prefix="")
-    monkeypatch.setenv("SHMCONF_TEST_NAME", name)
-    monkeypatch.setenv("SHMCONF_TEST_SOURCE", str(path))
-    return path
+    """The servers' config (``seq_yaml(0)``); see ``tests.apps.servers.server_source``."""
+    return server_source(tmp_path, name, monkeypatch, seq_yaml(0))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

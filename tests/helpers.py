@@ -113,3 +113,28 @@ class DumpReader:
     def close(self) -> None:
         self.proc.kill()
         self.proc.communicate()
+
+
+#: A secret the CLI tests look for in every output (it must never show), and a
+#: YAML config holding it beside a greeting to change.
+SECRET = "pa55-w0rd-s3cret"
+CONFIG_WITH_SECRET = f"""\
+greeting: hello
+database:
+  host: db1
+  password: {SECRET}
+"""
+
+
+@contextlib.contextmanager
+def process_reader(name: str, model: Any = None) -> Iterator[Any]:
+    """``attach(name)`` as this process's reader, as an integration wires a worker; closed after."""
+    import shmconf
+
+    reader = shmconf.attach(name, model=model)
+    shmconf.set_reader(reader)
+    try:
+        yield reader
+    finally:
+        shmconf.set_reader(None)
+        reader.close()

@@ -15,15 +15,8 @@ import pytest
 
 from shmconf.protocol.block import list_shm_names
 from shmconf.protocol.layout import anchor_shm_name
-from tests.helpers import REPO, atomic_save, idle_reader_process, python, wait_until
-
-SECRET = "pa55-w0rd-s3cret"
-CONFIG = f"""\
-greeting: hello
-database:
-  host: db1
-  password: {SECRET}
-"""
+from tests.helpers import CONFIG_WITH_SECRET as CONFIG
+from tests.helpers import REPO, SECRET, atomic_save, idle_reader_process, python, wait_until
 
 
 def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

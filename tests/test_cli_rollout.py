@@ -23,15 +23,9 @@ from shmconf import Rollout, status
 from shmconf.cli import build_parser, main
 from shmconf.errors import SegmentNotFoundError
 from shmconf.integrations.process import remove_leftovers
-from tests.helpers import REPO, atomic_save, python, wait_until
+from tests.helpers import CONFIG_WITH_SECRET as CONFIG
+from tests.helpers import REPO, SECRET, atomic_save, python, wait_until
 
-SECRET = "pa55-w0rd-s3cret"
-CONFIG = f"""\
-greeting: hello
-database:
-  host: db1
-  password: {SECRET}
-"""
 #: Only a person (or a test) decides: an hour of bake, no request minimum, and
 #: no failure ratio that rolls back.
 PUBLISH = ("--model", "tests.models:Settings", "--debounce", "20ms", "--canary", "1",

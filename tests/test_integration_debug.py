@@ -15,7 +15,7 @@ import pytest
 import shmconf
 from shmconf.integrations.debug import asgi_app, debug_info, wsgi_app
 from tests.apps.servers import serving, write_doc_files
-from tests.helpers import REPO
+from tests.helpers import REPO, process_reader
 from tests.models import Settings
 
 SECRET = "hunter2-s3cret"
@@ -39,13 +39,8 @@ def publisher(name: str) -> Iterator[shmconf.Publisher]:
 @pytest.fixture
 def worker(name: str, publisher: shmconf.Publisher) -> Iterator[shmconf.Reader[Any]]:
     """This process as a wired worker: its reader is the process reader."""
-    reader = shmconf.attach(name, model=Settings)
-    shmconf.set_reader(reader)
-    try:
+    with process_reader(name, Settings) as reader:
         yield reader
-    finally:
-        shmconf.set_reader(None)
-        reader.close()
 
 
 def test_view_describes_the_snapshot_and_the_worker_without_the_config(

@@ -24,6 +24,7 @@ from shmconf.integrations.process import PublisherProcess
 from shmconf.integrations.uvicorn import lifespan
 from shmconf.integrations.wsgi import HealthMiddleware
 from tests.apps.servers import serving
+from tests.helpers import process_reader
 
 
 @pytest.fixture
@@ -49,13 +50,8 @@ def publisher(name: str) -> Iterator[Publisher]:
 @pytest.fixture
 def reader(name: str, publisher: Publisher) -> Iterator[Reader[Any]]:
     """The process reader of ``name``, as an integration sets it in a worker."""
-    reader = shmconf.attach(name)
-    shmconf.set_reader(reader)
-    try:
+    with process_reader(name) as reader:
         yield reader
-    finally:
-        shmconf.set_reader(None)
-        reader.close()
 
 
 # -- gunicorn's pre_request and post_request hooks -----------------------------------------

@@ -48,6 +48,15 @@ def start_workers(name: str, started: list[subprocess.Popen[str]], count: int,
         started.append(proc)
 
 
+def serving(publisher: Publisher, started: list[subprocess.Popen[str]], count: int,
+            *args: str) -> None:
+    """Publish the stable version, start the publisher and ``count`` workers, wait for them."""
+    publisher.publish({"v": 1})
+    publisher.start()
+    start_workers(publisher.name, started, count, *args)
+    listed(publisher, count)
+
+
 def listed(publisher: Publisher, count: int) -> None:
     """Wait until ``count`` live readers adopt while idle (the ones that can be canaries)."""
     wait_until(lambda: len([e for e in publisher.writer.readers()
@@ -66,10 +75,7 @@ def test_a_group_member_truncating_the_table_cannot_get_a_candidate_promoted(
     publisher = Publisher(name, group=NOBODY,
                           rollout=Rollout(canary=1, bake_s=600, min_requests=10_000))
     try:
-        publisher.publish({"v": 1})
-        publisher.start()
-        start_workers(name, workers, 3)
-        listed(publisher, 3)
+        serving(publisher, workers, 3)
         publisher.publish({"v": 2})
         wait_until(lambda: publisher.rollout is not None
                    and publisher.rollout.canary_health.workers == 1, 10)
@@ -97,10 +103,7 @@ def test_a_candidate_that_kills_its_canaries_is_rolled_back(
         name: str, workers: list[subprocess.Popen[str]]) -> None:
     publisher = Publisher(name, rollout=Rollout(canary=1, bake_s=600, min_requests=10_000))
     try:
-        publisher.publish({"v": 1})
-        publisher.start()
-        start_workers(name, workers, 3, "--exit-on", "crash")
-        listed(publisher, 3)
+        serving(publisher, workers, 3, "--exit-on", "crash")
         before = publisher.last_rollout
         publisher.publish({"v": 2, "crash": True})  # whoever adopts it exits
         deaths = 0
@@ -302,10 +305,7 @@ def test_a_rollout_goes_on_when_the_reader_table_is_made_again(
         name: str, workers: list[subprocess.Popen[str]]) -> None:
     publisher = Publisher(name, rollout=Rollout(canary=1, bake_s=1, min_requests=0))
     try:
-        publisher.publish({"v": 1})
-        publisher.start()
-        start_workers(name, workers, 3)
-        listed(publisher, 3)
+        serving(publisher, workers, 3)
         before = publisher.last_rollout
         publisher.publish({"v": 2})
         wait_until(lambda: publisher.rollout is not None
@@ -327,10 +327,7 @@ def test_a_canary_recycled_long_after_it_became_one_is_no_verdict(
     monkeypatch.setattr(rollout, "LOST_WINDOW_S", 0.2)
     publisher = Publisher(name, rollout=Rollout(canary=1, bake_s=600, min_requests=0))
     try:
-        publisher.publish({"v": 1})
-        publisher.start()
-        start_workers(name, workers, 3)
-        listed(publisher, 3)
+        serving(publisher, workers, 3)
         publisher.publish({"v": 2})
         run = publisher.rollout
         assert run is not None

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,16 @@ from shmconf.protocol import table
 from shmconf.protocol.anchor import canaries, open_anchor
 from shmconf.protocol.table import ReaderEntry
 from tests.apps.rollout_app import release_yaml
-from tests.apps.servers import live_readers, nothing_left, pid_gone, publisher_pid, running
+from tests.apps.servers import (
+    Load,
+    live_readers,
+    nothing_left,
+    pid_gone,
+    publisher_pid,
+    running,
+    server_source,
+    until_every_worker,
+)
 from tests.helpers import atomic_save, wait_until
 
 WORKERS = 3
@@ -50,12 +58,7 @@ LONG_BAKE_S = 60.0
 @pytest.fixture
 def release(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The servers' config, version 1 and healthy, in a directory the publisher watches."""
-    path = tmp_path / "config" / "app.yaml"
-    path.parent.mkdir()
-    atomic_save(path, release_yaml(1), prefix="")
-    monkeypatch.setenv("SHMCONF_TEST_NAME", name)
-    monkeypatch.setenv("SHMCONF_TEST_SOURCE", str(path))
-    return path
+    return server_source(tmp_path, name, monkeypatch, release_yaml(1))
 
 
 def gunicorn(log: Path, monkeypatch: pytest.MonkeyPatch, **policy: Any) -> Any:
@@ -79,45 +82,30 @@ class Answer:
     canary: bool
 
 
+def answer_of(response: httpx.Response) -> Answer:
+    body = orjson.loads(response.content)
+    return Answer(time.time_ns(), response.status_code, body["pid"], body["generation"],
+                  body["version"], body["canary"])
+
+
 @dataclass
-class Clients:
+class Clients(Load):
     """Threads that GET ``/`` as fast as the server answers, each on a new connection.
 
     A kept-alive connection would stay with one worker; new ones spread over
-    all of them, so every worker serves some of the requests.
+    all of them, so every worker serves some of the requests. Every answer
+    is kept, a 500 included.
     """
 
-    url: str
     threads: int = 3
+    headers: dict[str, str] = field(default_factory=lambda: {"Connection": "close"})
     answers: list[Answer] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _workers: list[threading.Thread] = field(default_factory=list)
 
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10.0,
-                          headers={"Connection": "close"}) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.get("/")
-                    body = orjson.loads(response.content)
-                except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
-                    self.errors.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                self.answers.append(Answer(time.time_ns(), response.status_code, body["pid"],
-                                           body["generation"], body["version"], body["canary"]))
-
-    def __enter__(self) -> Clients:
-        self._workers = [threading.Thread(target=self._run, daemon=True)
-                         for _ in range(self.threads)]
-        for thread in self._workers:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._workers:
-            thread.join(15)
+    def _take(self, response: httpx.Response) -> None:
+        try:
+            self.answers.append(answer_of(response))
+        except orjson.JSONDecodeError as exc:
+            self.failures.append(f"{type(exc).__name__}: {exc}")
 
     def served(self, generation: int) -> set[int]:
         """The pids that answered with ``generation``."""
@@ -128,33 +116,18 @@ def wait_every_worker_serves(url: str, workers: set[int], version: int, at_least
                              timeout: float = 10.0) -> dict[int, int]:
     """Ask until each pid in ``workers`` answered ``version`` at a generation >= ``at_least``.
 
-    Returns the generation each one answered with. Requests go in concurrent
-    bursts on new connections, so that busy workers leave some to the others.
+    Returns the generation each one answered with (see ``until_every_worker``).
     """
-    seen: dict[int, int] = {}
-    last: list[Answer] = []
-    deadline = time.monotonic() + timeout
-    burst = 2 * len(workers)
 
-    def ask(client: httpx.Client) -> Answer:
-        response = client.get("/")
-        body = orjson.loads(response.content)
-        return Answer(time.time_ns(), response.status_code, body["pid"], body["generation"],
-                      body["version"], body["canary"])
+    def served_by(answer: Answer) -> int | None:
+        if answer.version != version or answer.generation < at_least:
+            return None
+        assert answer.status == 200, answer
+        return answer.pid
 
-    with httpx.Client(base_url=url, timeout=5.0, headers={"Connection": "close"}) as client, \
-            ThreadPoolExecutor(burst) as pool:
-        while not workers <= set(seen):
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout}s waiting for workers {sorted(workers)} "
-                            f"to serve version {version} at generation >= {at_least}; so far "
-                            f"{seen}, last answers: {last[-4:]}")
-            last = list(pool.map(lambda _: ask(client), range(burst)))
-            for answer in last:
-                if answer.version == version and answer.generation >= at_least:
-                    assert answer.status == 200, answer
-                    seen[answer.pid] = answer.generation
-    return seen
+    seen = until_every_worker(url, workers, lambda client: answer_of(client.get("/")), served_by,
+                              f"to serve version {version} at generation >= {at_least}", timeout)
+    return {pid: answer.generation for pid, answer in seen.items()}
 
 
 # -- what the publisher says -------------------------------------------------------------
@@ -171,6 +144,14 @@ def running_rollout(name: str) -> dict[str, Any] | None:
 
 def last_rollout(name: str) -> dict[str, Any] | None:
     return service(name).get("last_rollout")
+
+
+def rollout_ended(name: str, timeout: float) -> dict[str, Any]:
+    """Wait for the publisher's report of the rollout's end, and return it."""
+    wait_until(lambda: last_rollout(name) is not None, timeout, 0.02, "the rollout to end")
+    ended = last_rollout(name)
+    assert ended is not None
+    return ended
 
 
 def entries(name: str) -> list[ReaderEntry]:
@@ -231,10 +212,7 @@ def test_a_failing_candidate_is_rolled_back_and_only_its_canary_served_it(
         with Clients(server.url) as clients:
             saved_ns = time.time_ns()
             atomic_save(release, release_yaml(2, fail=True), prefix="")
-            wait_until(lambda: last_rollout(name) is not None, BAKE_S + 10, 0.02,
-                       "the rollout to end")
-            ended = last_rollout(name)
-            assert ended is not None
+            ended = rollout_ended(name, BAKE_S + 10)
             assert ended["outcome"] == "rolled back", ended
             assert "the canaries failed" in ended["reason"]
             # Judged on the canary's failures, before its bake was over.
@@ -244,7 +222,7 @@ def test_a_failing_candidate_is_rolled_back_and_only_its_canary_served_it(
             # Every worker, the canary too, serves the stable content again, as
             # a generation above the candidate's (readers never go back).
             wait_every_worker_serves(server.url, workers, 1, back)
-        assert not clients.errors, clients.errors[:5]
+        assert not clients.failures, clients.failures[:5]
         # The sources still hold the candidate, but the rollback is pinned:
         # a reload publishes nothing until they change.
         reloads = service(name)["reloads"]
@@ -280,10 +258,7 @@ def test_a_healthy_candidate_reaches_every_worker_after_the_bake_and_not_before(
         stable = status.collect(name, reclaim=False).generation
         with Clients(server.url) as clients:
             atomic_save(release, release_yaml(2), prefix="")
-            wait_until(lambda: last_rollout(name) is not None, BAKE_S + 10, 0.02,
-                       "the rollout to end")
-            ended = last_rollout(name)
-            assert ended is not None
+            ended = rollout_ended(name, BAKE_S + 10)
             assert ended["outcome"] == "promoted", ended
             candidate = ended["candidate"]
             assert ended["ended_ns"] - ended["started_ns"] >= BAKE_S * 1e9
@@ -292,7 +267,7 @@ def test_a_healthy_candidate_reaches_every_worker_after_the_bake_and_not_before(
             # Promoting publishes nothing new: every worker takes the candidate's slot.
             assert status.collect(name, reclaim=False).generation == candidate
             wait_every_worker_serves(server.url, workers, 2, candidate)
-        assert not clients.errors, clients.errors[:5]
+        assert not clients.failures, clients.failures[:5]
         assert server.stop() == 0
 
     baked_ns = ended["started_ns"] + BAKE_S * 1e9
@@ -362,9 +337,7 @@ def test_a_publisher_killed_mid_rollout_is_restarted_and_rolls_it_back(
             wait_until(lambda: publisher_pid(name) not in (None, first), 10, 0.02,
                        "a new publisher")
             # The new publisher rolled its predecessor's candidate back ...
-            wait_until(lambda: last_rollout(name) is not None, 10, 0.02, "its report")
-            ended = last_rollout(name)
-            assert ended is not None
+            ended = rollout_ended(name, 10)
             assert ended["outcome"] == "rolled back", ended
             assert ended["candidate"] == candidate
             assert ended["reason"] == "the publisher stopped during its rollout"
@@ -381,7 +354,7 @@ def test_a_publisher_killed_mid_rollout_is_restarted_and_rolls_it_back(
             assert clients.served(again["candidate"]) == {new_canary}
             outcome = decide(name, "promote")
             wait_every_worker_serves(server.url, workers, 2, outcome["generation"])
-        assert not clients.errors, clients.errors[:5]
+        assert not clients.failures, clients.failures[:5]
         assert server.stop() == 0
 
     answers = clients.answers

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import httpx
@@ -29,6 +29,8 @@ from shmconf import _paths, status
 from shmconf.protocol.block import list_shm_names
 from tests.apps.models import check_of
 from tests.helpers import REPO, atomic_save, wait_until
+
+A = TypeVar("A")
 
 BIN = Path(sys.executable).parent
 
@@ -132,6 +134,21 @@ def running(kind: str, args: Sequence[str], log: Path, **kwargs: Any) -> Iterato
             server.proc.wait()
 
 
+def server_source(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch,
+                  text: str) -> Path:
+    """The servers' config file, holding ``text``; the test apps find it and the name in the env.
+
+    A directory of its own: the publisher watches it, and the server's log
+    (written on every request) must not keep the watcher's debounce busy.
+    """
+    path = tmp_path / "config" / "app.yaml"
+    path.parent.mkdir()
+    atomic_save(path, text, prefix="")
+    monkeypatch.setenv("SHMCONF_TEST_NAME", name)
+    monkeypatch.setenv("SHMCONF_TEST_SOURCE", str(path))
+    return path
+
+
 # -- load ------------------------------------------------------------------------
 
 
@@ -142,23 +159,28 @@ class Load:
     url: str
     threads: int = 2
     path: str = "/"
+    headers: dict[str, str] = field(default_factory=dict)
     responses: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10.0) as client:
+        with httpx.Client(base_url=self.url, timeout=10.0, headers=self.headers) as client:
             while not self._stop.is_set():
                 try:
                     response = client.get(self.path)
                 except httpx.HTTPError as exc:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
                     continue
-                if response.status_code != 200:
-                    self.failures.append(f"{response.status_code}: {response.text[:200]}")
-                    continue
-                self.responses.append(orjson.loads(response.content))
+                self._take(response)
+
+    def _take(self, response: httpx.Response) -> None:
+        """Keep one answer: a 200's JSON body; anything else is a failure."""
+        if response.status_code != 200:
+            self.failures.append(f"{response.status_code}: {response.text[:200]}")
+            return
+        self.responses.append(orjson.loads(response.content))
 
     def __enter__(self) -> Load:
         self._workers = [threading.Thread(target=self._run, daemon=True)
@@ -203,29 +225,44 @@ def get_json(client: httpx.Client, path: str = "/") -> dict[str, Any]:
 
 
 def wait_all_workers_serve(url: str, workers: set[int], seq: int, timeout: float = 10.0) -> None:
-    """Ask until each pid in ``workers`` has answered with ``seq``.
+    """Ask until each pid in ``workers`` has answered with ``seq`` (see ``until_every_worker``)."""
+
+    def served_by(answer: dict[str, Any]) -> int | None:
+        if answer["seq"] != seq:
+            return None
+        assert answer["check"] == check_of(seq)
+        return int(answer["pid"])
+
+    until_every_worker(url, workers, get_json, served_by, f"to serve seq {seq}", timeout)
+
+
+def until_every_worker(url: str, workers: set[int], ask: Callable[[httpx.Client], A],
+                       served_by: Callable[[A], int | None], what: str,
+                       timeout: float) -> dict[int, A]:
+    """Ask until each pid in ``workers`` gave an answer that ``served_by`` names it for.
 
     Requests go out in concurrent bursts, each on a new connection
     (``Connection: close``): a kept-alive connection stays with one worker,
     and an idle server may hand one client's sequential requests to the same
     worker every time. Busy workers leave the next connections to the others.
+    Returns the last such answer of each worker.
     """
-    served: set[int] = set()
-    answers: list[dict[str, Any]] = []
+    seen: dict[int, A] = {}
+    answers: list[A] = []
     deadline = time.monotonic() + timeout
     burst = 2 * max(1, len(workers))
     with httpx.Client(base_url=url, timeout=5.0, headers={"Connection": "close"}) as client, \
             ThreadPoolExecutor(burst) as pool:
-        while not workers <= served:
+        while not workers <= set(seen):
             if time.monotonic() > deadline:
                 pytest.fail(f"timed out after {timeout}s waiting for workers {sorted(workers)} "
-                            f"to serve seq {seq}; served: {sorted(served)}, "
-                            f"last answers: {answers[-3:]}")
-            answers = list(pool.map(lambda _: get_json(client), range(burst)))
+                            f"{what}; so far {sorted(seen)}, last answers: {answers[-4:]}")
+            answers = list(pool.map(lambda _: ask(client), range(burst)))
             for answer in answers:
-                if answer["seq"] == seq:
-                    assert answer["check"] == check_of(seq)
-                    served.add(answer["pid"])
+                pid = served_by(answer)
+                if pid is not None:
+                    seen[pid] = answer
+    return seen
 
 
 # -- shmconf state ---------------------------------------------------------------
